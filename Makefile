@@ -39,7 +39,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/quality.py --seed 12345
 
 sync-urls: setup
-	$(BIN)/python -m minimal.colab --write
+	$(BIN)/python tests/sync_colab.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache
