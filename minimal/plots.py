@@ -122,3 +122,59 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# The five components of a multimodal LLM (book §14.1.1), left to right along the data flow.
+FIVE_COMPONENTS = (
+    ("modality encoder", "모달리티 인코더", "e.g. CLIP ViT"),
+    ("input projector", "입력 프로젝터", "linear / MLP"),
+    ("LLM backbone", "LLM 백본", "e.g. Llama, SmolLM2"),
+    ("output projector", "출력 프로젝터", "hidden state -> condition"),
+    ("modality generator", "모달리티 생성기", "e.g. Stable Diffusion"),
+)
+
+
+def five_components(trained: Sequence[str] = ("input projector", "output projector"),
+                    title: str = "A multimodal LLM: five components") -> plt.Figure:
+    """Draw the five components as a flow, frozen ones in blue, trained ones in orange.
+
+    `trained` names the components that learn; the default is the usual recipe (only the projectors).
+    """
+    unknown = set(trained) - {name for name, _, _ in FIVE_COMPONENTS}
+    if unknown:
+        raise ValueError(f"unknown component(s) {sorted(unknown)}; choose from {[c[0] for c in FIVE_COMPONENTS]}")
+    has_korean = use_korean_font()
+    fig, ax = plt.subplots(figsize=(13, 3.6))
+    ax.set_xlim(-1.3, 2.3 * len(FIVE_COMPONENTS) + 0.3)
+    ax.set_ylim(-1.6, 2.4)
+    ax.axis("off")
+    arrow = dict(arrowstyle="-|>", color="0.3", lw=1.5)
+    for i, (name, korean, example) in enumerate(FIVE_COMPONENTS):
+        x = 2.3 * i
+        learns = name in trained
+        box = plt.Rectangle((x, 0), 1.9, 1.4, facecolor="#f8b26a" if learns else "#a9cce3",
+                            edgecolor="0.2", lw=1.2)
+        ax.add_patch(box)
+        ax.text(x + 0.95, 0.98, name, ha="center", va="center", fontsize=10, weight="bold")
+        if has_korean:
+            ax.text(x + 0.95, 0.66, korean, ha="center", va="center", fontsize=9)
+        ax.text(x + 0.95, 0.3, example, ha="center", va="center", fontsize=8, style="italic", color="0.25")
+        ax.text(x + 0.95, 1.6, "trained" if learns else "frozen", ha="center", fontsize=9,
+                color="#c0392b" if learns else "#1f618d", weight="bold")
+        if i:
+            ax.annotate("", xy=(x, 0.7), xytext=(x - 0.4, 0.7), arrowprops=arrow)
+    llm_x = 2.3 * 2 + 0.95
+    ax.annotate("", xy=(-0.02, 0.7), xytext=(-1.0, 0.7), arrowprops=arrow)
+    ax.text(-1.15, 0.7, "image", ha="right", va="center", fontsize=9)
+    ax.annotate("", xy=(llm_x, 0), xytext=(llm_x, -0.9), arrowprops=arrow)
+    ax.text(llm_x, -1.1, "text prompt (tokens)", ha="center", va="top", fontsize=9)
+    ax.annotate("", xy=(llm_x + 1.6, -0.9), xytext=(llm_x + 0.6, 0), arrowprops=arrow)
+    ax.text(llm_x + 1.7, -1.1, "text answer", ha="center", va="top", fontsize=9)
+    end = 2.3 * (len(FIVE_COMPONENTS) - 1) + 1.9
+    ax.annotate("", xy=(end + 0.45, 0.7), xytext=(end, 0.7), arrowprops=arrow)
+    ax.text(end + 0.5, 0.7, "image", ha="left", va="center", fontsize=9)
+    ax.text(1.0, -1.1, "understanding: encoder -> projector -> LLM", ha="center", va="top", fontsize=8, color="0.35")
+    ax.text(9.2, -1.1, "generation: LLM -> projector -> generator", ha="center", va="top", fontsize=8, color="0.35")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
