@@ -1,0 +1,153 @@
+"""The one transformer block both towers share (the ViT of chapter 02 and the text tower of chapter 03).
+
+A pre-LN block, as in CLIP: ``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``. Normalising *before* each sub-layer
+keeps the residual stream an untouched sum, which is why deep stacks of these train without warm-up tricks.
+
+Attention is computed in exactly one place in the whole package — `Attention.forward`, through
+`F.scaled_dot_product_attention` (PyTorch picks a fused kernel: flash / memory-efficient on GPU, a fused C++ path
+on CPU). Even the attention *maps* we draw come from that same call (see `Attention.attention_weights`).
+
+Parameter names mirror Hugging Face's CLIP (`self_attn.q_proj`, `mlp.fc1`, `layer_norm1`, ...) so loading real
+CLIP weights is a rename, not a rewrite (see `vit.convert_hf_state_dict` and `text.convert_hf_state_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's activation: ``x * sigmoid(1.702 x)``, a cheap sigmoid approximation of GELU."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+# Names follow Hugging Face's `hidden_act` strings so a HF config can be read as-is.
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": F.gelu,                    # exact (erf) GELU
+    "gelu_pytorch_tanh": _gelu_tanh,   # tanh approximation (SigLIP and others)
+    "gelu_new": _gelu_tanh,
+}
+
+
+def get_activation(name: str):
+    """Look up an activation by its HF name; unknown names are a ValueError listing the known ones."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (다중 헤드 셀프 어텐션).
+
+    Each head looks at a `width // heads`-dimensional slice of the projected queries, keys and values; the heads'
+    outputs are concatenated and mixed by `out_proj`. All four projections have a bias, as in CLIP.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads != 0:
+            raise ValueError(f"width={width} is not divisible by heads={heads}")
+        self.width, self.heads, self.head_dim = width, heads, width // heads
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, D) -> (B, H, T, D/H): every head becomes a batch entry for the attention kernel.
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D). `causal=True` lets token t attend only to tokens <= t (text tower)."""
+        B, T, D = x.shape
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        # softmax(q kᵀ / sqrt(d_head)) v, per head — the one attention call in this package.
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+    @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """The attention probabilities, (B, T, D) -> (B, H, T, T), rows summing to 1 — for pictures.
+
+        Trick: attention's output is ``P @ v``; feed the identity matrix as `v` and the output *is* P. So the
+        maps come from the very same `scaled_dot_product_attention` call the model uses, not from a second copy.
+        """
+        B, T, _ = x.shape
+        q, k = self._split(self.q_proj(x)), self._split(self.k_proj(x))
+        eye = torch.eye(T, dtype=q.dtype, device=q.device).expand(B, self.heads, T, T)
+        return F.scaled_dot_product_attention(q, k, eye, is_causal=causal, scale=1 / math.sqrt(self.head_dim))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: fc1 (D -> hidden), activation, fc2 (hidden -> D)."""
+
+    def __init__(self, width: int, hidden: int, act: str = "quick_gelu"):
+        super().__init__()
+        self.act_name = act
+        self.act = get_activation(act)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., D) -> (..., D)."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_hidden: int, act: str = "quick_gelu", eps: float = 1e-5):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(width, eps=eps)
+        self.self_attn = Attention(width, heads)
+        self.layer_norm2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = MLP(width, mlp_hidden, act)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D)."""
+        x = x + self.self_attn(self.layer_norm1(x), causal=causal)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of `layers` identical pre-LN blocks (no final norm: each tower places its own)."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_hidden: int, act: str = "quick_gelu",
+                 eps: float = 1e-5):
+        super().__init__()
+        for name, value in (("width", width), ("layers", layers), ("heads", heads), ("mlp_hidden", mlp_hidden)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.width = width
+        self.blocks = nn.ModuleList([Block(width, heads, mlp_hidden, act, eps) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, causal: bool = False, return_hidden: bool = False):
+        """x: (B, T, D) -> (B, T, D), or ``(x, hidden)`` with `return_hidden=True`.
+
+        `hidden` is a tuple of ``layers + 1`` tensors (B, T, D): the input first, then the output of every block
+        — Hugging Face's `hidden_states` convention, so ``hidden[-2]`` is the penultimate layer LLaVA reads.
+        """
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, causal=causal)
+            hidden.append(x)
+        return (x, tuple(hidden)) if return_hidden else x
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """Attention probabilities of every block: x (B, T, D) -> (layers, B, heads, T, T)."""
+        maps = []
+        for block in self.blocks:
+            maps.append(block.self_attn.attention_weights(block.layer_norm1(x), causal=causal))
+            x = block(x, causal=causal)
+        return torch.stack(maps)

@@ -1,0 +1,74 @@
+"""The shared block: attention = the textbook formula, causal masking, the activations, hidden states."""
+
+import math
+import pathlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minimal.transformer import MLP, Attention, Block, Transformer, get_activation, quick_gelu
+
+
+def _textbook_attention(attn: Attention, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(d)) v written out by hand — only here, to check the one real implementation."""
+    B, T, D = x.shape
+    H, d = attn.heads, attn.head_dim
+    q, k, v = (p(x).view(B, T, H, d).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    if causal:
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return attn.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D)), scores.softmax(-1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_equals_textbook_formula(causal):
+    torch.manual_seed(0)
+    attn = Attention(width=24, heads=3)
+    x = torch.randn(2, 7, 24)
+    expected, probs = _textbook_attention(attn, x, causal)
+    torch.testing.assert_close(attn(x, causal=causal), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn.attention_weights(x, causal=causal), probs, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_means_no_peeking():
+    torch.manual_seed(0)
+    block = Block(16, 2, 32)
+    x = torch.randn(1, 6, 16)
+    y = x.clone()
+    y[:, 4:] = torch.randn(1, 2, 16)  # change the future
+    torch.testing.assert_close(block(x, causal=True)[:, :4], block(y, causal=True)[:, :4])
+    assert not torch.allclose(block(x)[:, :4], block(y)[:, :4])  # without the mask the past does change
+
+
+def test_activations():
+    x = torch.linspace(-4, 4, 101)
+    torch.testing.assert_close(quick_gelu(x), x * torch.sigmoid(1.702 * x))
+    assert (quick_gelu(x) - F.gelu(x)).abs().max() < 0.03  # close to GELU, not equal
+    assert get_activation("gelu") is F.gelu
+    with pytest.raises(ValueError, match="unknown activation 'swishy'"):
+        MLP(4, 8, act="swishy")
+
+
+def test_transformer_hidden_states_convention():
+    torch.manual_seed(0)
+    tr = Transformer(width=16, layers=3, heads=4, mlp_hidden=32)
+    x = torch.randn(2, 5, 16)
+    out, hidden = tr(x, return_hidden=True)
+    assert len(hidden) == 4 and hidden[0] is x and hidden[-1] is out
+    torch.testing.assert_close(hidden[2], tr.blocks[1](tr.blocks[0](x)))
+    assert tr.attention_maps(x).shape == (3, 2, 4, 5, 5)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="width=10 is not divisible by heads=4"):
+        Attention(10, 4)
+    with pytest.raises(ValueError, match="layers must be a positive int, got 0"):
+        Transformer(8, 0, 2, 16)
+
+
+def test_one_attention_implementation_in_the_package():
+    """The package computes attention in one place: transformer.py, through F.scaled_dot_product_attention."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "minimal"
+    hits = {p.name for p in root.glob("*.py") if "scaled_dot_product_attention(" in p.read_text()}
+    assert hits == {"transformer.py"}
