@@ -1,0 +1,327 @@
+"""The one training loop every chapter uses.
+
+    history = train(model, loss_fn, batches, steps=600, lr=1e-3, warmup=50)
+
+* `loss_fn(model, batch) -> scalar loss` (a one-argument `loss_fn(batch)` also works outside DDP);
+* `batches` is either a **factory** `batches(step) -> batch` (preferred: the batch of step k is known without
+  replaying the others, which makes resuming exact and free) or an iterable of batches (re-iterated each epoch);
+* every tensor in a batch (tensor, dict, list or tuple of them) is moved to the device for you.
+
+What the loop does for you, and why:
+* **device**: `env.pick_device()` unless given; under `torchrun` each process takes `cuda:LOCAL_RANK`.
+* **mixed precision**: bf16 autocast on CUDA (no loss scaling needed, unlike fp16); off on CPU.
+* **AdamW** on the parameters that require grad (frozen parts, e.g. an LLM backbone, are left alone); weight decay
+  only on matrices (≥2-D), never on biases, norms or the temperature.
+* **warmup + cosine** learning rate (`lr_at`), **gradient clipping** by global norm, a NaN guard.
+* **checkpoints** every `ckpt_every` steps into `ckpt_dir` (safetensors + JSON, no pickle): trainable weights,
+  buffers, optimizer state, the step, the loss history and every RNG state. `resume=True` continues from it and
+  gives bit-identical results to an uninterrupted run (tested on CPU). Frozen parameters are not saved: whoever
+  builds the model rebuilds them.
+* **DDP** when launched under `torchrun` (WORLD_SIZE > 1): the process group is set up, the model wrapped, and
+  only rank 0 writes checkpoints and shows the progress bar. Each process calls `batches(step)` itself, so make
+  the batch depend on `world()`'s rank (each process its own shard).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from minimal import env
+from minimal.weights import check_state_dict, load_safetensors, save_safetensors
+
+CKPT_NAME = "train_state.safetensors"
+
+
+# ---- schedule ---------------------------------------------------------------------------------------------------
+
+def lr_at(step: int, steps: int, lr: float, warmup: int = 0, min_lr_ratio: float = 0.0) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `steps`: linear warmup, then cosine down to
+    `min_lr_ratio · lr` at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - 1 - warmup)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---- distributed helpers ----------------------------------------------------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, world_size) of this process: (0, 1) unless running under an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed(device: torch.device | None) -> torch.device | None:
+    """Initialise the process group when launched by torchrun; return the device this process should use."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+# ---- batches ----------------------------------------------------------------------------------------------------
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside a (nested) dict / list / tuple to `device`; other values pass through."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class _BatchSource:
+    """Uniform view of a factory `batches(step)` or an iterable re-iterated per epoch."""
+
+    def __init__(self, batches: Callable[[int], Any] | Iterable[Any]) -> None:
+        self.factory = batches if callable(batches) and not isinstance(batches, Iterable) else None
+        if self.factory is None and not isinstance(batches, Iterable):
+            raise TypeError(f"batches must be a callable step -> batch or an iterable, got {type(batches).__name__}")
+        self.iterable = batches
+        self.it: Iterator[Any] | None = None
+
+    def get(self, step: int) -> Any:
+        if self.factory is not None:
+            return self.factory(step)
+        if self.it is None:
+            self.it = iter(self.iterable)
+        try:
+            return next(self.it)
+        except StopIteration:
+            if self.it is self.iterable:  # a one-shot iterator cannot start a new epoch
+                raise ValueError(f"the batch iterator ran out at step {step}; pass a re-iterable (list, "
+                                 "DataLoader) or a factory step -> batch") from None
+            self.it = iter(self.iterable)
+            return next(self.it)
+
+    def skip_to(self, step: int) -> None:
+        """Replay the data position after a resume: nothing to do for a factory; an iterable is consumed."""
+        if self.factory is None:
+            for s in range(step):
+                self.get(s)
+
+
+# ---- checkpoint state (safetensors + JSON, no pickle) -----------------------------------------------------------
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    meta = {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                             key=lambda k: int(k.rsplit(".", 1)[1]))]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict minus frozen parameters (those are rebuilt by whoever builds the model)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                     history: list[float], extra: dict | None = None) -> Path:
+    """Write everything needed to resume exactly. Written to a temporary name first, then renamed, so a crash
+    while saving never leaves a half-written checkpoint behind."""
+    tensors = {f"model.{k}": v for k, v in _trainable_state(model).items()}
+    opt = optimizer.state_dict()
+    opt_meta: dict[str, dict[str, Any]] = {}
+    for idx, st in opt["state"].items():
+        opt_meta[str(idx)] = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                opt_meta[str(idx)][k] = v
+    rng_tensors, rng_meta = _rng_state()
+    tensors.update(rng_tensors)
+    config = {"step": step, "history": history, "param_groups": opt["param_groups"], "optim_state": opt_meta,
+              "rng": rng_meta, **(extra or {})}
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.safetensors")
+    save_safetensors(tmp, tensors, config)
+    os.replace(tmp, path)
+    return path
+
+
+def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Restore model (strictly: every trainable key, right shapes), optimizer and RNGs; return (step, history)."""
+    tensors, cfg = load_safetensors(path)
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_state_dict(_trainable_state(model), model_sd, what=f"{type(model).__name__} (trainable part)")
+    model.load_state_dict(model_sd, strict=False)
+    state: dict[int, dict[str, Any]] = {}
+    for idx, scalars in cfg["optim_state"].items():
+        state[int(idx)] = dict(scalars)
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": cfg["param_groups"]})
+    _set_rng_state(tensors, cfg["rng"])
+    return int(cfg["step"]), list(cfg["history"])
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; decay on ≥2-D tensors (weights, embeddings) only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+
+
+def train(model: nn.Module,
+          loss_fn: Callable[..., torch.Tensor],
+          batches: Callable[[int], Any] | Iterable[Any],
+          steps: int,
+          lr: float = 1e-3,
+          warmup: int = 0,
+          weight_decay: float = 0.0,
+          betas: tuple[float, float] = (0.9, 0.999),
+          min_lr_ratio: float = 0.0,
+          grad_clip: float | None = 1.0,
+          device: torch.device | str | None = None,
+          amp: bool | None = None,
+          ckpt_dir: str | os.PathLike | None = None,
+          ckpt_every: int = 0,
+          resume: bool = False,
+          progress: bool = True,
+          on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train `model` in place for `steps` optimizer steps; return the loss of every step.
+
+    Args:
+        model: any nn.Module; only parameters with requires_grad are optimised.
+        loss_fn: `loss_fn(model, batch) -> scalar tensor` (or `loss_fn(batch)` when not under DDP).
+        batches: factory `step -> batch` or an iterable of batches (see the module docstring).
+        steps: total optimizer steps (also fixes the cosine schedule, so keep it when resuming).
+        lr, warmup, min_lr_ratio: peak learning rate, linear-warmup steps, final lr as a fraction of the peak.
+        weight_decay, betas: AdamW settings (decay on ≥2-D parameters only).
+        grad_clip: max global gradient norm (None or 0: no clipping).
+        device: default `env.pick_device()` (cuda → mps → cpu); under torchrun, cuda:LOCAL_RANK.
+        amp: bf16 autocast; default on for CUDA, off elsewhere.
+        ckpt_dir, ckpt_every: write `ckpt_dir/train_state.safetensors` every `ckpt_every` steps and at the end.
+        resume: continue from that checkpoint when it exists (exact: weights, optimizer, RNGs, data position).
+        progress: show a tqdm bar (rank 0 only).
+        on_step: called as `on_step(step, loss)` after each optimizer step (1-based step), e.g. to evaluate.
+    Returns:
+        list of `steps` floats: the loss at each step (under DDP, the mean over processes), including the steps
+        done before a resume.
+    Raises:
+        FloatingPointError when the loss becomes NaN/inf (with the step), ValueError on bad arguments.
+    """
+    from tqdm.auto import tqdm
+
+    if steps < 0 or warmup < 0 or ckpt_every < 0:
+        raise ValueError(f"steps, warmup and ckpt_every must be ≥ 0, got {steps}, {warmup}, {ckpt_every}")
+    if (ckpt_every or resume) and ckpt_dir is None:
+        raise ValueError("ckpt_every/resume need a ckpt_dir")
+    device = _setup_distributed(torch.device(device) if device is not None else None)
+    device = device if device is not None else env.pick_device(verbose=False)
+    rank, world_size = world()
+    amp = (device.type == "cuda") if amp is None else amp
+    two_args = len(inspect.signature(loss_fn).parameters) >= 2
+
+    model.to(device)
+    was_training = model.training
+    model.train()
+    net: nn.Module = model
+    if world_size > 1:
+        if not two_args:
+            raise ValueError("under torchrun loss_fn must take (model, batch) so the forward goes through DDP")
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(model, lr, weight_decay, betas)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    source = _BatchSource(batches)
+
+    start, history = 0, []
+    ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        source.skip_to(_peek_step(ckpt_path))  # replay the data first: the RNG state is restored after it
+        start, history = load_train_state(ckpt_path, model, optimizer)
+        if start > steps:
+            raise ValueError(f"checkpoint {ckpt_path} is at step {start}, beyond steps={steps}")
+
+    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
+    for step in range(start, steps):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup, min_lr_ratio)
+        batch = to_device(source.get(step), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(net, batch) if two_args else loss_fn(batch)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+
+        value = loss.detach().float()
+        if world_size > 1:
+            dist.all_reduce(value)
+            value /= world_size
+        history.append(value.item())
+        bar.update(1)
+        if step % max(1, steps // 100) == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{history[-1]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if on_step is not None:
+            on_step(step + 1, history[-1])
+        if ckpt_path is not None and ckpt_every and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
+            if rank == 0:
+                ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+                save_train_state(ckpt_path, model, optimizer, step + 1, history, {"steps": steps, "lr": lr})
+            if world_size > 1:
+                dist.barrier()
+    bar.close()
+    model.train(was_training)
+    return history
+
+
+def _peek_step(path: Path) -> int:
+    """The step stored in a training checkpoint, without loading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return int(json.loads((f.metadata() or {})["config"])["step"])
