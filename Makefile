@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 # The CPU build of torch lies on the course machines' disk; a bare `torch` could pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 PORT   ?= 8888
+# Jupyter refuses to run as root unless told; containers and CI machines often are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: course test setup lint checkpoints benchmarks sync-urls clean
 
@@ -24,7 +26,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 setup: $(BIN)/.installed
 
 course: setup
-	$(BIN)/jupyter lab --notebook-dir=chapters --port=$(PORT) --ip=127.0.0.1
+	$(BIN)/jupyter lab --notebook-dir=chapters --port=$(PORT) --ip=127.0.0.1 $(ROOT_FLAG)
 
 test: setup
 	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests chapters --nbval-lax -p no:cacheprovider
