@@ -5,6 +5,11 @@ image into p×p patches (패치), flattens each, and maps it to a vector with on
 embedding* (패치 임베딩). A learned [CLS] vector is put in front, learned position embeddings (위치 임베딩) are
 added, and the sequence goes through the same pre-LN transformer as text. The [CLS] output is the image's summary.
 
+Input: float pixels (B, C, S, S), normalised (`data.normalize`). PIL images of any mode (L, RGBA, P, ...) are made
+RGB by `data.to_tensor` (via `data.to_rgb`: transparency composited on white) — the model itself only checks and
+refuses, with a ValueError naming the value: non-float (uint8/int) pixels, a wrong channel count, a size not
+divisible by the patch size or not the configured size.
+
 Layout and semantics follow Hugging Face's `CLIPVisionModel`, so its weights load by renaming
 (`VisionTransformer.from_hf_state_dict`): norm before the transformer (`pre_layernorm`, HF's `pre_layrnorm`),
 `last_hidden_state` *before* the final norm, and ``pooled = post_layernorm(last_hidden_state[:, 0])``.
@@ -119,26 +124,6 @@ def conv_weight_to_linear(weight: torch.Tensor) -> torch.Tensor:
     return rearrange(weight, "d c p1 p2 -> d (p1 p2 c)")
 
 
-def as_rgb(image):
-    """Return a PIL image in RGB mode: L (grey) is replicated, P (palette) is expanded, and images with an alpha
-    channel (RGBA, LA, P with transparency) are composited on a white background — transparent pixels would
-    otherwise become whatever colour happens to sit under them (often black). Anything else goes through PIL's
-    `convert("RGB")`. The model only ever sees 3-channel images."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"as_rgb expects a PIL image, got {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 class VisionTransformer(nn.Module):
     """ViT: patchify -> linear patch embedding -> [CLS] + positions -> pre-norm -> transformer -> pooled [CLS]."""
 
@@ -170,7 +155,7 @@ class VisionTransformer(nn.Module):
         _, C, H, W = pixels.shape
         if C != cfg.channels:
             raise ValueError(f"pixels have {C} channels, the model expects {cfg.channels} "
-                             f"(shape {tuple(pixels.shape)}; convert grey/RGBA images to RGB, see vit.as_rgb)")
+                             f"(shape {tuple(pixels.shape)}; PIL images of any mode become RGB through data.to_tensor / data.to_rgb)")
         if H % cfg.patch_size or W % cfg.patch_size:
             raise ValueError(f"image size {H}x{W} is not divisible by patch size {cfg.patch_size}")
         if (H, W) != (cfg.image_size, cfg.image_size):

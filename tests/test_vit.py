@@ -7,7 +7,6 @@ from PIL import Image
 from minimal.vit import (
     VisionTransformer,
     ViTConfig,
-    as_rgb,
     conv_weight_to_linear,
     convert_hf_state_dict,
     patchify,
@@ -164,19 +163,15 @@ def test_bad_pixels():
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK", "RGB"])
-def test_as_rgb(mode):
-    img = Image.new("RGB", (8, 8), (200, 30, 40)).convert(mode)
-    rgb = as_rgb(img)
-    assert rgb.mode == "RGB" and rgb.size == (8, 8)
+def test_pil_images_of_any_mode_reach_the_model_as_rgb(mode):
+    """The documented path: PIL image (any mode) -> data.to_tensor (RGB, [0, 1]) -> data.normalize -> the ViT."""
+    from minimal import data
 
-
-def test_as_rgb_composites_transparency_on_white():
-    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
-    assert as_rgb(img).getpixel((0, 0)) == (255, 255, 255)
-    with pytest.raises(ValueError, match="ndarray"):
-        import numpy as np
-
-        as_rgb(np.zeros((4, 4, 3)))
+    img = Image.new("RGB", (16, 16), (200, 30, 40)).convert(mode)
+    x = data.to_tensor(img)
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    model = VisionTransformer(ViTConfig(image_size=16, patch_size=4, width=16, heads=2, layers=1, mlp_hidden=16))
+    assert model(data.normalize(x)[None]).pooled.shape == (1, 16)
 
 
 def test_convert_keeps_unknown_keys_for_strict_reporting():
