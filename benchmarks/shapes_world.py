@@ -1,0 +1,144 @@
+"""Measure the Shapes world (minimal/data.py): render speed, and whether every label stays decidable at 32 px.
+
+    .venv/bin/python benchmarks/shapes_world.py            # full: ~4 min on a 2-core CPU
+    .venv/bin/python benchmarks/shapes_world.py --quick    # speed + overlap only, seconds
+
+Prints one JSON object:
+- speed: images/s for `render` (32 and 64 px), `render_batch`, and ShapesCaptions items; captions/questions per s.
+- overlap: for each candidate small-object size (px at a 32 px canvas), the most similar pair of shapes by soft
+  IoU of their anti-aliased masks, best over +-1 px shifts (1.0 = identical pictures, i.e. undecidable).
+- classifier: for each candidate small size, a small CNN trained on single-object scenes (random colour, size,
+  slot, jitter, noise) to read shape, colour and size at once; held-out accuracy per size and the worst
+  confusion among small shapes. A label is "decidable" when the CNN reads it (near) perfectly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from minimal import data
+
+
+def _rate(fn, n: int) -> float:
+    fn(min(n, 50))                      # warm caches (shape masks) before timing
+    t = time.perf_counter()
+    fn(n)
+    return n / (time.perf_counter() - t)
+
+
+def speed() -> dict:
+    rng = random.Random(0)
+    scenes = [data.sample_scene(rng, None, "any") for _ in range(4000)]
+    out = {}
+    for size in (32, 64):
+        out[f"render_{size}px_per_s"] = round(_rate(lambda n, s=size: [data.render(scenes[i], s, i)
+                                                                       for i in range(n)], 4000))
+        out[f"render_batch_{size}px_per_s"] = round(_rate(lambda n, s=size: data.render_batch(scenes[:n], s, 0),
+                                                          4000))
+    ds = data.ShapesCaptions(4000, seed=0, lang="both")
+    out["shapes_captions_items_per_s"] = round(_rate(lambda n: [ds[i] for i in range(n)], 4000))
+    out["captions_en_ko_per_s"] = round(_rate(lambda n: [(data.captions(s, "en"), data.captions(s, "ko"))
+                                                          for s in scenes[:n]], 4000))
+    out["questions_en_per_s"] = round(_rate(lambda n: [data.questions(s) for s in scenes[:n]], 4000))
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def overlap(px_values) -> dict:
+    def soft_iou(a: np.ndarray, b: np.ndarray) -> float:
+        best = 0.0
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                s = np.roll(np.roll(np.pad(b, 1), dy, 0), dx, 1)
+                a1 = np.pad(a, 1)
+                best = max(best, float(np.minimum(a1, s).sum() / np.maximum(a1, s).sum()))
+        return best
+
+    out = {}
+    for px in px_values:
+        masks = {s: data.shape_mask(s, px) for s in data.SHAPES}
+        pairs = {f"{a}/{b}": round(soft_iou(masks[a], masks[b]), 3)
+                 for i, a in enumerate(data.SHAPES) for b in data.SHAPES[i + 1:]}
+        worst = sorted(pairs.items(), key=lambda kv: -kv[1])[:3]
+        out[str(px)] = {"most_similar": worst}
+    return out
+
+
+def _single_object_set(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(seed)
+    scenes = [data.sample_scene(rng, 1, "any") for _ in range(n)]
+    x = data.render_batch(scenes, 32, seed)
+    y = torch.tensor([[data.SHAPES.index(s.objects[0].shape), data.COLOURS.index(s.objects[0].colour),
+                       data.SIZES.index(s.objects[0].size)] for s in scenes])
+    return x, y
+
+
+def classifier(px_values, n_train: int, steps: int) -> dict:
+    out = {}
+    for px in px_values:
+        data.SIZE_FRACTION["small"] = px / data._grid(32)[1]
+        assert data.object_px("small", 32) == px
+        torch.manual_seed(0)
+        xtr, ytr = _single_object_set(n_train, 1)
+        xte, yte = _single_object_set(3000, 2)
+        net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 16x16
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),         # 8x8
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.Linear(64, 6 + 8 + 2))
+        opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+        t = time.perf_counter()
+        for _ in range(steps):
+            idx = torch.randint(0, n_train, (128,))
+            logits, y = net(data.normalize(xtr[idx])), ytr[idx]
+            loss = sum(nn.functional.cross_entropy(part, y[:, k])
+                       for k, part in enumerate(logits.split([6, 8, 2], dim=1)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            pred = torch.cat([p.argmax(1, keepdim=True) for p in net(data.normalize(xte)).split([6, 8, 2], 1)], 1)
+        ok = pred == yte
+        small = yte[:, 2] == data.SIZES.index("small")
+        confusions = {}
+        for true, guess in zip(yte[small & ~ok[:, 0], 0].tolist(), pred[small & ~ok[:, 0], 0].tolist(),
+                               strict=True):
+            key = f"{data.SHAPES[true]}->{data.SHAPES[guess]}"
+            confusions[key] = confusions.get(key, 0) + 1
+        out[str(px)] = {
+            "shape_acc_small": round(ok[small, 0].float().mean().item(), 4),
+            "shape_acc_large": round(ok[~small, 0].float().mean().item(), 4),
+            "colour_acc": round(ok[:, 1].float().mean().item(), 4),
+            "size_acc": round(ok[:, 2].float().mean().item(), 4),
+            "small_shape_confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:4]),
+            "train_s": round(time.perf_counter() - t, 1),
+        }
+    data.SIZE_FRACTION["small"] = 0.7
+    data.shape_mask.cache_clear()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="speed and mask overlap only")
+    p.add_argument("--px", type=int, nargs="*", default=[4, 5, 6, 7], help="small sizes (px at 32) to compare")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--n-train", type=int, default=30000)
+    args = p.parse_args()
+    result = {"speed": speed(), "overlap": overlap(args.px + [10])}
+    if not args.quick:
+        result["classifier"] = classifier(args.px, args.n_train, args.steps)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
