@@ -8,6 +8,7 @@ licence) without importing that package, whose import-time code breaks on newer 
 from __future__ import annotations
 
 import importlib.util
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,19 +66,32 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, cols: int 
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
     cols = min(cols, len(images))
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.35 * title_size / 8)),
-                             squeeze=False)
+    # Wrap each caption to the image's width so neighbours never overlap (Hangul glyphs are about twice as wide).
+    width = max(8, int(size * 13 * 8 / title_size))
+    wrapped = [_wrap(str(t), width) for t in titles] if titles is not None else None
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
+    title_height = lines * title_size * 1.4 / 72  # inches
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + title_height) + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, image in enumerate(images):
         ax = axes.flat[i]
         ax.imshow(as_image_array(image), interpolation="nearest")
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=title_size, wrap=True)
+        if wrapped is not None:
+            ax.set_title(wrapped[i], fontsize=title_size)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """textwrap.fill for each line, with half the width for lines containing Hangul (double-width glyphs)."""
+    out = []
+    for line in text.splitlines() or [""]:
+        wide = any("\uac00" <= ch <= "\ud7a3" for ch in line)
+        out.append(textwrap.fill(line, max(4, width // 2 if wide else width)))
+    return "\n".join(out)
 
 
 def loss_curve(losses: Sequence[float] | dict[str, Sequence[float]], title: str = "training loss",
@@ -175,6 +189,87 @@ def five_components(trained: Sequence[str] = ("input projector", "output project
     ax.text(end + 0.5, 0.7, "image", ha="left", va="center", fontsize=9)
     ax.text(1.0, -1.1, "understanding: encoder -> projector -> LLM", ha="center", va="top", fontsize=8, color="0.35")
     ax.text(9.2, -1.1, "generation: LLM -> projector -> generator", ha="center", va="top", fontsize=8, color="0.35")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- zero-shot and retrieval (chapters 05-07) -------------------------------------------------------------------
+
+def zero_shot_bars(image, labels: Sequence[str], probs: torch.Tensor | np.ndarray | Sequence[float],
+                   title: str = "", top: int = 8) -> plt.Figure:
+    """An image next to a horizontal bar chart of its class probabilities (the `top` largest, best on top)."""
+    probs = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    if probs.ndim != 1 or len(probs) != len(labels):
+        raise ValueError(f"{len(labels)} labels but probabilities of shape {probs.shape}")
+    order = np.argsort(-probs)[:top][::-1]
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(8, 0.4 * len(order) + 1.6),
+                                         gridspec_kw={"width_ratios": [1, 1.6]})
+    ax_img.imshow(as_image_array(image), interpolation="nearest")
+    ax_img.axis("off")
+    ax_bar.barh(range(len(order)), probs[order], color=["#c0392b" if i == order[-1] else "#5d8aa8" for i in order])
+    ax_bar.set_yticks(range(len(order)), [labels[i] for i in order], fontsize=9)
+    ax_bar.set_xlim(0, 1)
+    ax_bar.set_xlabel("probability")
+    for y, i in enumerate(order):
+        ax_bar.text(min(probs[i] + 0.01, 0.85), y, f"{probs[i]:.2f}", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_differences(names: Sequence[str], deltas: Sequence[float], title: str = "",
+                      xlabel: str = "zero-shot minus supervised (accuracy points)") -> plt.Figure:
+    """The CLIP paper's comparison figure: one horizontal bar per dataset, sorted, green where the first method
+    wins (delta > 0) and blue where it loses, each bar labelled with its value."""
+    deltas = np.asarray(deltas, dtype=np.float64)
+    if len(names) != len(deltas) or len(names) == 0:
+        raise ValueError(f"need one delta per name, got {len(names)} names and {len(deltas)} deltas")
+    order = np.argsort(deltas)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+    colours = ["#2e8b57" if deltas[i] > 0 else "#4169e1" for i in order]
+    ax.barh(range(len(order)), deltas[order], color=colours)
+    ax.set_yticks(range(len(order)), [names[i] for i in order])
+    ax.axvline(0, color="0.2", lw=0.8)
+    span = max(1.0, float(np.abs(deltas).max()))
+    ax.set_xlim(-1.25 * span, 1.25 * span)
+    for y, i in enumerate(order):
+        d = deltas[i]
+        ax.text(d + (0.02 if d >= 0 else -0.02) * span, y, f"{d:+.1f}", va="center",
+                ha="left" if d >= 0 else "right", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(points: torch.Tensor | np.ndarray, groups: Sequence[str], title: str = "",
+                  markers: Sequence[str] | None = None, colours: dict[str, str] | None = None,
+                  ax: plt.Axes | None = None) -> plt.Figure:
+    """A 2-D scatter of embeddings (N, 2) (e.g. after PCA), coloured by `groups` (N labels, one colour per distinct
+    value; `colours` may fix them) and optionally with a marker per point (`markers`, N matplotlib markers)."""
+    points = points.detach().float().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(groups):
+        raise ValueError(f"need points (N, 2) and N groups, got {points.shape} and {len(groups)}")
+    names = list(dict.fromkeys(groups))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colours = colours or {g: cmap(i % cmap.N) for i, g in enumerate(names)}
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 5))
+    else:
+        fig = ax.figure
+    groups = np.asarray(groups)
+    marker_arr = np.asarray(markers) if markers is not None else np.full(len(points), "o")
+    for g in names:
+        for m in dict.fromkeys(marker_arr[groups == g]):
+            sel = (groups == g) & (marker_arr == m)
+            ax.scatter(points[sel, 0], points[sel, 1], s=14 if m == "o" else 60, marker=m, color=colours[g],
+                       alpha=0.75 if m == "o" else 1.0, edgecolors="none" if m == "o" else "k",
+                       label=g if m == marker_arr[groups == g][0] else None)
+    ax.legend(fontsize=8, markerscale=1.2, loc="best", ncols=2 if len(names) > 6 else 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
     ax.set_title(title)
     fig.tight_layout()
     return fig

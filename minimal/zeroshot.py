@@ -114,11 +114,15 @@ def encoders(model: torch.nn.Module, tokenizer: Callable, *, image_transform: Ca
     encode_image: pixels (B, 3, H, W) -> (B, E); `image_transform` (e.g. `minimal.data.normalize`) is applied to
       each batch first. encode_text: list of B strings -> (B, E). Both run under `torch.no_grad()`, in batches of
       `batch_size`, on `device` (default: the model's), and return float32 on the CPU.
-    tokenizer: ours (`tokenizer(texts, context_length) -> LongTensor`) or a HF tokenizer (returns a dict with
-      "input_ids" and "attention_mask").
+    model: ours (has `encode_image`/`encode_text`) or HF (`get_image_features`/`get_text_features`).
+    tokenizer: ours (`tokenizer(texts, context_length) -> LongTensor`, also when wrapping OpenAI's BPE) or a HF
+      tokenizer (returns "input_ids" and "attention_mask"). Any pairing works, e.g. a HF model with our ids.
+    context_length: for our tokenizer; default: our model's `cfg.text.context_length` (else the tokenizer's).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ours = hasattr(model, "encode_text") and hasattr(model, "encode_image")
+    if context_length is None and ours and hasattr(model, "cfg"):   # our CLIP: use its whole text window
+        context_length = model.cfg.text.context_length
 
     def _features(out) -> torch.Tensor:   # HF >= 5 returns a ModelOutput whose pooler_output is the projection
         return out if isinstance(out, torch.Tensor) else out.pooler_output
@@ -135,6 +139,8 @@ def encoders(model: torch.nn.Module, tokenizer: Callable, *, image_transform: Ca
             chunks.append(out.float().cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
+    hf_tokenizer = hasattr(tokenizer, "model_input_names")
+
     @torch.no_grad()
     def encode_text(texts: list[str]) -> torch.Tensor:
         if isinstance(texts, str):
@@ -142,14 +148,18 @@ def encoders(model: torch.nn.Module, tokenizer: Callable, *, image_transform: Ca
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
-            if ours:
-                kwargs = {} if context_length is None else {"context_length": context_length}
-                ids = tokenizer(batch, **kwargs)
-                ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
-                out = model.encode_text(ids.to(device))
+            if hf_tokenizer:
+                enc = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+                ids, mask = enc["input_ids"], enc.get("attention_mask")
             else:
-                enc = tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(device)
-                out = _features(model.get_text_features(**enc))
+                ids = tokenizer(batch) if context_length is None else tokenizer(batch, context_length=context_length)
+                ids, mask = (ids, None) if isinstance(ids, torch.Tensor) else (ids["input_ids"], None)
+            ids = ids.to(device)
+            if ours:
+                out = model.encode_text(ids)
+            else:
+                kwargs = {} if mask is None else {"attention_mask": mask.to(device)}
+                out = _features(model.get_text_features(input_ids=ids, **kwargs))
             chunks.append(out.float().cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, 0)
 

@@ -211,3 +211,30 @@ def test_encoders_work_for_a_model_with_encode_methods():
     assert encode_text(["a", "bb", "ccc"]).shape == (3, 4)
     w = zs.classifier_weights(encode_text, ["circle", "square"], zs.SHAPES_PROMPTS["shape"])
     assert w.shape == (4, 2)
+
+
+def test_encoders_give_the_same_features_for_hf_clip_and_ours(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from minimal.clip import CLIP
+    from minimal.tokenizer import shapes_tokenizer
+
+    tok = shapes_tokenizer(n_scenes=50, vocab_size=400)
+    cfg = transformers.CLIPConfig(
+        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id),
+        vision_config=dict(image_size=16, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2), projection_dim=16)
+    torch.manual_seed(0)
+    hf = transformers.CLIPModel(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    ours = CLIP.from_pretrained(tmp_path)
+    labels = ["red circle", "blue star", "orange square"]
+    pixels = torch.randn(3, 3, 16, 16)
+    results = []
+    for model in (hf, ours):
+        encode_image, encode_text = zs.encoders(model, tok, batch_size=2)
+        w = zs.classifier_weights(encode_text, labels, zs.SHAPES_PROMPTS["colour_shape"])
+        results.append((zs.embed(encode_image, pixels), w))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
