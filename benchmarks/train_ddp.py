@@ -1,0 +1,165 @@
+"""Train CLIP with several processes: `torchrun` + DDP + the gathered contrastive loss (chapter 10).
+
+    # 2 processes on a CPU (gloo), the tiny Shapes-world CLIP:
+    torchrun --standalone --nproc_per_node 2 benchmarks/train_ddp.py --steps 30
+    # every GPU of this machine (NCCL), ViT-B/32 on random data, throughput only:
+    torchrun --standalone --nproc_per_node gpu benchmarks/train_ddp.py --config b32 --synthetic --steps 40
+    # two machines: run this on each, with --node_rank 0 / 1 and the first machine's address
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 ...
+
+Each process builds the same model (same seed), takes its own slice of every global batch (`--batch` is the
+global batch, split evenly), and trains through `minimal.train.train`, which sets up the process group and wraps
+the model in DistributedDataParallel. The loss is `losses.clip_loss_distributed`: every process contrasts its
+images with the captions of *all* processes (`--local-loss` keeps only its own rows of the logits).
+
+Rank 0 prints one JSON object (loss at the start and end, samples/s). `--save-dir D` makes every rank write its
+final weights to D/rank{r}.safetensors, so a test can check that the ranks agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minimal import data  # noqa: E402
+from minimal.clip import CLIP, CLIPConfig  # noqa: E402
+from minimal.losses import clip_loss_distributed  # noqa: E402
+from minimal.text import TextConfig  # noqa: E402
+from minimal.tokenizer import Tokenizer  # noqa: E402
+from minimal.train import train, world  # noqa: E402
+from minimal.vit import ViTConfig  # noqa: E402
+from minimal.weights import save_safetensors  # noqa: E402
+
+
+def tiny_config(vocab_size: int, eos: int, pad: int) -> CLIPConfig:
+    """A CLIP small enough that a few steps on two CPU processes take seconds."""
+    return CLIPConfig(vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2, mlp_hidden=256),
+                      text=TextConfig(vocab_size=vocab_size, context_length=32, width=64, layers=2, heads=2,
+                                      mlp_hidden=256, eos_token_id=eos, pad_token_id=pad),
+                      embed_dim=32)
+
+
+def b32_config() -> CLIPConfig:
+    """OpenAI's ViT-B/32 CLIP (224 px, 12 + 12 layers, 49,408-token vocabulary, 512-d shared space)."""
+    return CLIPConfig(vision=ViTConfig(image_size=224, patch_size=32, width=768, layers=12, heads=12,
+                                       mlp_hidden=3072),
+                      text=TextConfig(vocab_size=49408, context_length=77, width=512, layers=12, heads=8,
+                                      mlp_hidden=2048, eos_token_id=49407, pad_token_id=0),
+                      embed_dim=512)
+
+
+def shapes_batches(tok: Tokenizer, global_batch: int, seed: int):
+    """`batches(step)` for the train loop: the step's global batch of Shapes-world pairs, this rank's slice.
+
+    The global batch depends only on (seed, step), so the union of the ranks' slices is the batch one process
+    would see — the property that makes DDP + gathered loss equal to single-process training.
+    """
+    def batches(step: int) -> dict:
+        rank, size = world()
+        if global_batch % size:
+            raise ValueError(f"--batch {global_batch} is not divisible by the {size} processes")
+        rng = random.Random(seed * 1_000_003 + step)
+        scenes = [data.sample_scene(rng) for _ in range(global_batch)]
+        captions = [data.caption(s, rng) for s in scenes]
+        pixels = data.normalize(data.render_batch(scenes, 32, rng_or_seed=f"{seed}-{step}"))  # ~50 us an image
+        mine = slice(rank * global_batch // size, (rank + 1) * global_batch // size)
+        return {"pixels": pixels[mine], "ids": tok(captions[mine])}
+    return batches
+
+
+def synthetic_batches(cfg: CLIPConfig, local_batch: int):
+    """Random pixels and ids of the right shapes, made once on the device (to measure the step, not a loader)."""
+    cache = {}
+
+    def batches(step: int) -> dict:
+        if not cache:
+            g = torch.Generator().manual_seed(world()[0])
+            s, t = cfg.vision.image_size, cfg.text.context_length
+            ids = torch.randint(1, cfg.text.vocab_size - 1, (local_batch, t), generator=g)
+            ids[:, -1] = cfg.text.eos_token_id
+            cache["batch"] = {"pixels": torch.randn(local_batch, 3, s, s, generator=g), "ids": ids}
+        return cache["batch"]
+    return batches
+
+
+def make_loss(local_loss: bool):
+    def loss_fn(net, batch):
+        # The forward goes through the DDP wrapper (`net`), so DDP knows which gradients to all-reduce.
+        out = net(batch["pixels"], batch["ids"])
+        model = getattr(net, "module", net)
+        return clip_loss_distributed(out.image_embeds, out.text_embeds, model.logit_scale, local_loss=local_loss)
+    return loss_fn
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=["tiny", "b32"], default="tiny")
+    ap.add_argument("--synthetic", action="store_true", help="random data (throughput runs)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=64, help="global batch (split over the processes)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--local-loss", action="store_true", help="each rank computes only its rows of the logits")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
+    ap.add_argument("--timed-from", type=int, default=5, help="steps before this are warm-up for samples/s")
+    ap.add_argument("--save-dir", default=None, help="every rank writes its final weights here")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(args.seed)  # the same initial weights in every process (DDP also broadcasts rank 0's)
+    if args.config == "tiny":
+        texts = [c for i in range(600) for c in data.captions(data.sample_scene(random.Random(i)))]
+        tok = Tokenizer.train(texts, vocab_size=400, context_length=32)
+        cfg = tiny_config(tok.vocab_size, tok.eos_token_id, tok.pad_token_id)
+    else:
+        cfg = b32_config()
+    model = CLIP(cfg)
+
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.synthetic:
+        batches = synthetic_batches(cfg, args.batch // size)
+    else:
+        batches = shapes_batches(tok, args.batch, args.seed)
+
+    stamps: list[float] = []
+
+    def on_step(step: int, loss: float) -> None:
+        if step == args.timed_from or step == args.steps:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+    history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
+                    warmup=min(5, args.steps // 5), weight_decay=0.1, device=args.device, progress=False,
+                    on_step=on_step)
+    rank, size = world()
+    if args.save_dir:
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        save_safetensors(Path(args.save_dir) / f"rank{rank}.safetensors", model.state_dict(),
+                         {"history": history, "rank": rank, "world_size": size})
+    result = {"world_size": size, "config": args.config, "global_batch": args.batch, "steps": args.steps,
+              "local_loss": args.local_loss, "device": str(next(model.parameters()).device),
+              "loss_first": history[0], "loss_last": history[-1],
+              "loss_first5": sum(history[:5]) / len(history[:5]), "loss_last5": sum(history[-5:]) / len(history[-5:])}
+    if len(stamps) == 2:
+        secs = (stamps[1] - stamps[0]) / (args.steps - args.timed_from)
+        result |= {"step_ms": round(1e3 * secs, 2), "samples_per_s": round(args.batch / secs, 1),
+                   "samples_per_s_per_process": round(args.batch / secs / size, 1)}
+    if rank == 0:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
