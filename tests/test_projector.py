@@ -1,0 +1,51 @@
+"""Input projectors: shapes, pixel shuffle layout, parameter counts, bad arguments."""
+
+import pytest
+import torch
+
+from minimal.projector import Projector, count_parameters, pixel_shuffle
+
+
+def test_linear_and_mlp_shapes_and_counts():
+    x = torch.randn(2, 16, 96)
+    lin, mlp = Projector(96, 576, "linear"), Projector(96, 576, "mlp")
+    assert lin(x).shape == mlp(x).shape == (2, 16, 576)
+    assert count_parameters(lin) == 96 * 576 + 576                          # LLaVA-1: one Linear
+    assert count_parameters(mlp) == 96 * 576 + 576 + 576 * 576 + 576        # LLaVA-1.5: Linear, GELU, Linear
+    assert isinstance(mlp.net[1], torch.nn.GELU)
+
+
+def test_pixel_shuffle_reduces_tokens_and_keeps_neighbours_together():
+    # a 4x4 grid whose patch (r, c) holds the value 10r + c in every channel
+    grid = torch.tensor([[10 * r + c for c in range(4)] for r in range(4)], dtype=torch.float)
+    x = grid.reshape(1, 16, 1).expand(1, 16, 3)
+    y = pixel_shuffle(x, 2)
+    assert y.shape == (1, 4, 12)
+    # token (i, j) holds patches (2i+a, 2j+b) for a, b in 0..1, in that order, each with its 3 channels
+    assert y[0, :, ::3].tolist() == [[0, 1, 10, 11], [2, 3, 12, 13], [20, 21, 30, 31], [22, 23, 32, 33]]
+    p = Projector(3, 8, "linear", shuffle=2)
+    assert p(x).shape == (1, 4, 8) and p.num_tokens(16) == 4
+    assert pixel_shuffle(x, 1) is x
+
+
+def test_a_32px_image_costs_at_most_16_tokens():
+    # tiny CLIP: 32-px images, 8-px patches -> 16 patches
+    assert Projector(96, 576, shuffle=1).num_tokens(16) == 16
+    assert Projector(96, 576, shuffle=2).num_tokens(16) == 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        Projector(8, 8, "conv")
+    with pytest.raises(ValueError, match="shuffle"):
+        Projector(8, 8, shuffle=0)
+    with pytest.raises(ValueError, match="square grid"):
+        pixel_shuffle(torch.randn(1, 15, 4), 2)
+    with pytest.raises(ValueError, match="square grid"):
+        pixel_shuffle(torch.randn(1, 9, 4), 2)
+
+
+def test_trainable_only_count():
+    p = Projector(4, 8, "mlp")
+    p.net[0].requires_grad_(False)
+    assert count_parameters(p, trainable_only=True) == 8 * 8 + 8
