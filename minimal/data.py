@@ -90,8 +90,9 @@ ALL_PAIRS = tuple((c, s) for c in COLOURS for s in SHAPES)
 TRAIN_PAIRS = tuple(p for p in ALL_PAIRS if p not in HELD_OUT_PAIRS)
 
 # Korean. Colours have two forms: the adjective before a noun ("빨간 원") and the noun used as an answer or a
-# predicate ("원은 빨간색이다"). 십자 (not 십자가, which means a crucifix) is the plain word for a plus sign.
-KO_SHAPES = {"circle": "원", "square": "정사각형", "triangle": "삼각형", "diamond": "마름모", "cross": "십자",
+# predicate ("원은 빨간색이다"). The cross is 십자 모양 ("cross shape"): bare 십자 + the subject particle 가 would
+# read 십자가, "a crucifix".
+KO_SHAPES = {"circle": "원", "square": "정사각형", "triangle": "삼각형", "diamond": "마름모", "cross": "십자 모양",
              "star": "별"}
 KO_COLOURS = {"red": "빨간", "orange": "주황색", "yellow": "노란", "green": "초록색", "cyan": "청록색",
               "blue": "파란", "purple": "보라색", "pink": "분홍색"}
@@ -394,12 +395,19 @@ def _ko_list(items: list[str]) -> str:
     return ", ".join(items[:-2] + [josa(items[-2], "과", "와") + " " + items[-1]])
 
 
-def _dedupe(items: list[str]) -> list[str]:
+def _dedupe(items: list) -> list:
     return list(dict.fromkeys(items))
 
 
+# The templates of `captions`, in their fixed order (other modules index them: [0] is the complete description).
+CAPTION_TEMPLATES = ("full", "colour_shape", "count", "colour_only", "shape_only", "colour_shape_apart",
+                     "size_shape")
+
+
 def captions(scene: Scene, lang: Literal["en", "ko"] = "en") -> list[str]:
-    """Every caption template realised for `scene` (7 per scene, 8-9 for two-object scenes). Each one is true."""
+    """Every caption template realised for `scene`, each one true of it: the 7 CAPTION_TEMPLATES in that order
+    (index 0 = every attribute of every object, objects in scene order), then for two-object scenes one caption per
+    relation that holds ("A to the left of B", "A above B"; 1 or 2 of them)."""
     objs, n = scene.objects, len(scene.objects)
     pairs = [(a, b) for a in objs for b in objs if a is not b] if n == 2 else []
     if lang == "en":
@@ -434,7 +442,7 @@ def captions(scene: Scene, lang: Literal["en", "ko"] = "en") -> list[str]:
                  f"{_ko_np(b, size=False, where=False)}보다 위에 있다" for a, b in pairs if above(a, b)]
     else:
         raise ValueError(f"lang must be 'en' or 'ko', got {lang!r}")
-    return _dedupe(caps)
+    return caps
 
 
 def caption(scene: Scene, rng: random.Random, lang: Literal["en", "ko", "both"] = "en") -> str:
