@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -299,6 +299,24 @@ def key_positives(text_keys: Sequence[Hashable], image_keys: Sequence[Hashable])
     t = torch.tensor([ids.setdefault(key, len(ids)) for key in text_keys])
     i = torch.tensor([ids.setdefault(key, len(ids)) for key in image_keys])
     return t[:, None] == i[None, :]
+
+
+def caption_positives(captions: Sequence[str], true_captions: Sequence[Collection[str]]) -> torch.Tensor:
+    """(M, N) bool: caption m is a positive of image n iff it is one of image n's true descriptions
+    (`true_captions[n]`, e.g. every caption template realised for its scene). This is the "semantic" notion of a
+    hit: any image the sentence is true of counts, not only the one it was written for."""
+    if len(captions) == 0 or len(true_captions) == 0:
+        raise ValueError("need at least one caption and one image")
+    index: dict[str, list[int]] = {}
+    for n, truths in enumerate(true_captions):
+        if isinstance(truths, str):
+            raise ValueError(f"true_captions[{n}] is one string; pass a collection of strings per image")
+        for t in set(truths):
+            index.setdefault(t, []).append(n)
+    pos = torch.zeros(len(captions), len(true_captions), dtype=torch.bool)
+    for m, c in enumerate(captions):
+        pos[m, index.get(c, [])] = True
+    return pos
 
 
 def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor,

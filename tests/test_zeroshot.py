@@ -238,3 +238,11 @@ def test_encoders_give_the_same_features_for_hf_clip_and_ours(tmp_path):
         results.append((zs.embed(encode_image, pixels), w))
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-5)
+
+
+def test_caption_positives_mark_every_image_a_sentence_is_true_of():
+    truths = [{"a red circle", "a small red circle"}, {"a blue star"}, {"a red circle", "a large red circle"}]
+    pos = zs.caption_positives(["a red circle", "a blue star", "a green cross"], truths)
+    assert pos.tolist() == [[True, False, True], [False, True, False], [False, False, False]]
+    with pytest.raises(ValueError, match="one string"):
+        zs.caption_positives(["a"], ["a red circle"])
