@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
               for mode, res in results.items()}
     out = {
         "benchmark": "CLIP training step (forward + contrastive loss + backward, no optimizer step)",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": device_name(device), "device_type": device.type,
         "date": datetime.date.today().isoformat(),
         "versions": versions(),
@@ -387,16 +388,17 @@ def profile(name: str, step, args, device, folder: str) -> None:
                 continue
             cats[kernel_category(e.name)] = cats.get(kernel_category(e.name), 0.0) + e.device_time / 3e3
         total = sum(cats.values())
+        cats["(host: CPU ms per step, profiled)"] = sum(e.self_cpu_time_total for e in prof.key_averages()) / 3e3
         summary = {k: f"{v:.2f} ms ({100 * v / total:.0f}%)" for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
         print(f"# profile {name}: device ms per step by kind: {json.dumps(summary)}", file=sys.stderr, flush=True)
 
 
 def kernel_category(name: str) -> str:
     n = name.lower()
+    if any(s in n for s in ("sdpa", "flash", "fmha", "attention", "efficient")):
+        return "attention"
     if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "sm90", "cublas", "matmul")):
         return "matmul (GEMM)"
-    if any(s in n for s in ("flash", "fmha", "attention", "efficient")):
-        return "attention"
     if "layer_norm" in n or "layernorm" in n:
         return "layer norm"
     if "conv" in n or "cudnn" in n:

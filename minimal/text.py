@@ -118,7 +118,8 @@ class TextTransformer(nn.Module):
         if T > cfg.context_length:
             raise ValueError(f"sequence length {T} is longer than the context length {cfg.context_length}; "
                              f"the tokenizer truncates (keeping end-of-text) when given context_length")
-        if input_ids.numel():
+        # Reading values back (min/max) waits for the GPU and would split a torch.compile graph: eager-only check.
+        if input_ids.numel() and not torch.compiler.is_compiling():
             lo, hi = int(input_ids.min()), int(input_ids.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi
@@ -129,8 +130,8 @@ class TextTransformer(nn.Module):
         if self.cfg.pool == "argmax":
             return input_ids.to(torch.int).argmax(dim=-1)
         is_eos = input_ids == self.cfg.eos_token_id
-        missing = (~is_eos.any(dim=-1)).nonzero().flatten()
-        if len(missing):
+        missing = None if torch.compiler.is_compiling() else (~is_eos.any(dim=-1)).nonzero().flatten()
+        if missing is not None and len(missing):  # (eager-only check, as in check_ids)
             raise ValueError(f"caption(s) at batch index {missing.tolist()[:8]} have no end-of-text token "
                              f"(id {self.cfg.eos_token_id}); tokenize with the model's tokenizer")
         return is_eos.int().argmax(dim=-1)  # argmax returns the *first* maximum: the first eos
