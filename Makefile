@@ -35,7 +35,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 checkpoints: setup
-	$(BIN)/python -m minimal.train_checkpoints
+	$(BIN)/python -m minimal.checkpoints clip
 
 benchmarks: setup
 	$(BIN)/python benchmarks/quality.py --seed 12345

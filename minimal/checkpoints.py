@@ -1,0 +1,336 @@
+"""Train the course's shipped checkpoints: ``python -m minimal.checkpoints clip`` (what `make checkpoints` runs).
+
+The tiny CLIP (`data/checkpoints/tiny_clip.*`) is trained here on the Shapes world's *train* split — scenes that
+never show one of the 8 held-out colour–shape pairs — and then asked, zero-shot, to name the colour and shape of
+single objects, including the held-out pairs it has never seen (`evaluate_clip`). Everything is deterministic from
+the recipe's seed; images are drawn afresh every step (the world is infinite), so there are no epochs.
+
+Files written (next to each other): ``tiny_clip.safetensors`` (weights + config), ``tiny_clip.tokenizer.json``,
+``tiny_clip.json`` (the card: config, command, seed, metrics, machine, date, wall time, steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data
+from .clip import CLIP, TINY_CLIP, CLIPConfig
+from .losses import clip_loss
+from .text import TextConfig
+from .tokenizer import Tokenizer, shapes_tokenizer
+from .train import train
+from .vit import ViTConfig
+
+
+@dataclass
+class ClipRecipe:
+    """Everything that decides the tiny CLIP. Defaults are the shipped recipe (see data/README.md's card)."""
+
+    seed: int = 0
+    steps: int = 1000
+    batch: int = 256
+    lr: float = 2e-3
+    warmup: int = 50
+    weight_decay: float = 0.1
+    min_lr_ratio: float = 0.0
+    single_object: float = 0.5      # fraction of training scenes with one object (the rest: uniform 1-3)
+    korean: float = 0.25            # fraction of captions in Korean (retrieval across languages, chapter 06)
+    template_weights: list[float] | None = None   # weights of data.captions' 7 templates (relations: 1 each)
+    hard_negatives: float = 0.0     # fraction of scenes that differ from the previous one in one attribute
+    unique_captions: bool = False   # no caption twice in a batch (no false negatives from duplicates)
+    vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
+                                                   mlp_hidden=384))
+    text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=2, heads=4,
+                                                    mlp_hidden=384))
+    embed_dim: int = 64
+    vocab_size: int = 1000
+
+    def small(self) -> ClipRecipe:
+        """The fast-mode variant (notebook tests): same model, fewer steps."""
+        return ClipRecipe(**{**asdict(self), "steps": 120, "batch": 128, "warmup": 10})
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+
+class CaptionBatches:
+    """Factory `step -> {"pixels": (B,3,32,32) normalised, "ids": (B,T)}` of fresh train-split scenes.
+
+    Step k's batch depends only on (seed, k), so training can resume anywhere (see `train.train`).
+    - single_object: fraction of one-object scenes (the rest have 1-3 objects, uniformly).
+    - korean: fraction of captions in Korean; template_weights: weights of `data.captions`' templates, in order.
+    - hard_negatives: fraction of scenes that copy the previous scene with ONE attribute of one object changed —
+      its shape or its colour (staying a train pair). Such a pair differs only there, so the batch cannot be
+      solved by colour or position alone: it is what makes the model learn shapes quickly.
+    - unique_captions: re-draw a caption that is already in the batch (a duplicate caption is a false negative:
+      the loss would push apart an image and a caption that match).
+    Token ids are trimmed to the longest caption of the batch: padding after <eos> is never read.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, batch: int, seed: int = 0, single_object: float = 0.5,
+                 korean: float = 0.25, split: str = "train", size: int = 32,
+                 template_weights: list[float] | None = None, hard_negatives: float = 0.0,
+                 unique_captions: bool = False):
+        self.tok, self.batch, self.seed = tokenizer, batch, seed
+        self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
+        self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
+        self._ids: dict[str, list[int]] = {}
+        self._allowed = set(data.TRAIN_PAIRS if split == "train" else data.ALL_PAIRS)
+
+    def _mutate(self, scene: data.Scene, rng: random.Random) -> data.Scene:
+        """The same scene with one object's shape (or colour) changed, keeping its pair allowed in the split."""
+        objs = list(scene.objects)
+        i = rng.randrange(len(objs))
+        o = objs[i]
+        if rng.random() < 0.5:
+            options = [data.Obj(s, o.colour, o.size, o.position) for s in data.SHAPES
+                       if s != o.shape and (o.colour, s) in self._allowed]
+        else:
+            options = [data.Obj(o.shape, c, o.size, o.position) for c in data.COLOURS
+                       if c != o.colour and (c, o.shape) in self._allowed]
+        objs[i] = rng.choice(options)
+        return data.Scene(tuple(objs))
+
+    def _caption(self, scene: data.Scene, rng: random.Random) -> str:
+        options = data.captions(scene, "ko" if rng.random() < self.korean else "en")
+        if self.template_weights is None:
+            return rng.choice(options)
+        w = [self.template_weights[i] if i < len(self.template_weights) else 1.0 for i in range(len(options))]
+        return rng.choices(options, weights=w)[0]
+
+    def scenes_and_captions(self, step: int) -> tuple[list[data.Scene], list[str]]:
+        rng = random.Random(f"clip/{self.seed}/{step}")
+        scenes: list[data.Scene] = []
+        caps: list[str] = []
+        seen: set[str] = set()
+        while len(scenes) < self.batch:
+            if scenes and rng.random() < self.hard_negatives:
+                scene = self._mutate(scenes[-1], rng)
+            else:
+                scene = data.sample_scene(rng, 1 if rng.random() < self.single_object else None, self.split)
+            cap = self._caption(scene, rng)
+            for _ in range(8 if self.unique else 0):
+                if cap not in seen:
+                    break
+                cap = self._caption(scene, rng)
+            if self.unique and cap in seen:
+                continue  # every template of this scene is taken: draw another scene
+            seen.add(cap)
+            scenes.append(scene)
+            caps.append(cap)
+        return scenes, caps
+
+    def encode(self, caps: list[str]) -> torch.Tensor:
+        """Captions -> (B, T) ids, T = longest caption + bos + eos (token ids cached per caption)."""
+        rows = []
+        for c in caps:
+            if c not in self._ids:
+                self._ids[c] = self.tok(c)[0].tolist()
+            rows.append(self._ids[c])
+        t = max(r.index(self.tok.eos_token_id) for r in rows) + 1
+        return torch.tensor([r[:t] for r in rows], dtype=torch.long)
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        scenes, caps = self.scenes_and_captions(step)
+        pixels = data.normalize(data.render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}"))
+        return {"pixels": pixels, "ids": self.encode(caps)}
+
+
+def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`)."""
+    core = getattr(model, "module", model)  # DDP wraps the model; the towers live on .module
+    return clip_loss(core.encode_image(batch["pixels"]), core.encode_text(batch["ids"]), core.logit_scale)
+
+
+# ---- zero-shot evaluation ---------------------------------------------------------------------------------------
+
+def _a(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
+         "centre": "in the centre"}
+
+
+def task_prompts(task: str, style: str = "world") -> list[list[str]]:
+    """Prompts per label of a zero-shot task: a list (one entry per label) of prompts whose text embeddings are
+    averaged (prompt ensembling, 프롬프트 앙상블) over the attributes the task does not ask about.
+
+    style="world": the world's own caption phrasing ("a red circle", "a red shape on the left", ...).
+    style="photo": CLIP's "a photo of a {label}." (words our captions never use — shows why prompts matter).
+    """
+    task_obj = data.ZERO_SHOT_TASKS[task]
+    if style == "photo":
+        return [[f"a photo of {_a(label)}."] for label in task_obj.labels]
+    if style != "world":
+        raise ValueError(f"style must be 'world' or 'photo', got {style!r}")
+    if task == "colour_shape":
+        return [[_a(label)] for label in task_obj.labels]
+    if task == "colour":
+        return [[f"{_a(c)} shape {w}" for w in WHERE.values()] for c in task_obj.labels]
+    if task == "shape":
+        return [[f"{_a(s)} {w}" for w in WHERE.values()] for s in task_obj.labels]
+    if task == "size":
+        return [[_a(f"{z} {s}") for s in data.SHAPES] for z in task_obj.labels]
+    if task == "position":
+        return [[f"{_a(s)} {WHERE[p]}" for s in data.SHAPES] for p in task_obj.labels]
+    if task == "count":
+        rng = random.Random(0)
+        out = []
+        for k, word in enumerate(task_obj.labels, start=1):
+            prompts = []
+            for _ in range(8):
+                objs = [_a(f"{rng.choice(data.COLOURS)} {rng.choice(data.SHAPES)}") for _ in range(k)]
+                listed = objs[0] if k == 1 else ", ".join(objs[:-1]) + " and " + objs[-1]
+                prompts.append(f"there {'is' if k == 1 else 'are'} {word} shape{'s' if k > 1 else ''}: {listed}")
+            out.append(prompts)
+        return out
+    raise ValueError(f"unknown task {task!r}; known: {sorted(data.ZERO_SHOT_TASKS)}")
+
+
+@torch.no_grad()
+def class_embeddings(model: CLIP, tok: Tokenizer, prompts: list[list[str]]) -> torch.Tensor:
+    """(n_labels, E): for each label the normalised mean of its prompts' normalised text embeddings."""
+    device = model.logit_scale.device
+    rows = []
+    for group in prompts:
+        e = model.encode_text(tok(group, context_length=model.cfg.text.context_length).to(device))
+        e = torch.nn.functional.normalize(e, dim=-1).mean(0)
+        rows.append(torch.nn.functional.normalize(e, dim=-1))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: CLIP, tok: Tokenizer, task: str, n: int = 1000, seed: int = 12345,
+                       split: str = "any", style: str = "world", batch: int = 500) -> float:
+    """Accuracy of zero-shot classification on `n` fresh images of a task (world seed `seed`, `split`)."""
+    was_training = model.training
+    model.eval()
+    device = model.logit_scale.device
+    weights = class_embeddings(model, tok, task_prompts(task, style))
+    images, targets, _ = data.zero_shot_set(task, n, seed=seed, split=split)
+    correct = 0
+    for i in range(0, n, batch):
+        img = model.encode_image(data.normalize(images[i:i + batch]).to(device))
+        pred = (torch.nn.functional.normalize(img, dim=-1) @ weights.T).argmax(-1).cpu()
+        correct += int((pred == targets[i:i + batch]).sum())
+    model.train(was_training)
+    return correct / n
+
+
+def evaluate_clip(model: CLIP, tok: Tokenizer, seed: int = 12345, n: int = 1000, style: str = "world") -> dict:
+    """The `"clip"` part of `benchmarks/quality.py`: colour+shape on seen and unseen pairs, then every task.
+
+    zeroshot_seen / zeroshot_unseen: one-object images of train-split pairs / of held-out pairs, classified among
+    all 48 colour–shape labels. colour, shape, size, position, count: the world's zero-shot tasks (split "any").
+    """
+    out = {"zeroshot_seen": zero_shot_accuracy(model, tok, "colour_shape", 2 * n, seed, "train", style),
+           "zeroshot_unseen": zero_shot_accuracy(model, tok, "colour_shape", 2 * n, seed + 1, "heldout", style)}
+    for i, task in enumerate(("colour", "shape", "size", "position", "count")):
+        out[task] = zero_shot_accuracy(model, tok, task, n, seed + 2 + i, "any", style)
+    out["chance"] = {"colour_shape": 1 / 48, "colour": 1 / 8, "shape": 1 / 6, "size": 1 / 2, "position": 1 / 5,
+                     "count": 1 / 3}
+    out.update({"n_images": n, "world_seed": seed, "prompt_style": style})
+    return out
+
+
+# ---- the recipe -------------------------------------------------------------------------------------------------
+
+def build_tiny_clip(recipe: ClipRecipe, tok: Tokenizer) -> CLIP:
+    torch.manual_seed(recipe.seed)
+    text = TextConfig(vocab_size=tok.vocab_size, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      **recipe.text)
+    return CLIP(CLIPConfig(vision=ViTConfig(**recipe.vit), text=text, embed_dim=recipe.embed_dim))
+
+
+def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", progress: bool = True,
+                    on_step=None, amp: bool | None = False) -> tuple[CLIP, Tokenizer, list[float], float]:
+    """Train the tiny CLIP -> (model, tokenizer, loss history, training wall seconds)."""
+    tok = shapes_tokenizer(seed=recipe.seed, vocab_size=recipe.vocab_size,
+                           context_length=recipe.text["context_length"])
+    model = build_tiny_clip(recipe, tok)
+    batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
+                             template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
+                             unique_captions=recipe.unique_captions)
+    t0 = time.perf_counter()
+    hist = train(model, clip_batch_loss, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
+                 weight_decay=recipe.weight_decay, min_lr_ratio=recipe.min_lr_ratio, betas=(0.9, 0.98),
+                 device=device, amp=amp, progress=progress, on_step=on_step)
+    return model.eval(), tok, hist, time.perf_counter() - t0
+
+
+def machine() -> dict:
+    """Where a number was measured: CPU model, cores, torch threads, load average, torch version."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: int = 12345) -> dict:
+    """Train, evaluate on a world seed the training never used, and write weights, tokenizer and card."""
+    load_before = machine()["load_average_1_5_15"]
+    model, tok, hist, seconds = train_tiny_clip(recipe)
+    metrics = evaluate_clip(model, tok, seed=eval_seed)
+    metrics_photo = evaluate_clip(model, tok, seed=eval_seed, style="photo")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    card = {
+        "name": "tiny_clip",
+        "what": "CLIP trained from scratch on the Shapes world's train split (8 colour-shape pairs held out)",
+        "config": model.cfg.to_dict(),
+        "recipe": asdict(recipe),
+        "command": "python -m minimal.checkpoints clip " + " ".join(sys.argv[2:]),
+        "seed": recipe.seed,
+        "eval_world_seed": eval_seed,
+        "metrics": metrics,
+        "metrics_photo_prompts": {k: metrics_photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour",
+                                                                "shape", "size", "position", "count")},
+        "train": {"steps": recipe.steps, "wall_seconds": round(seconds, 1), "device": "cpu",
+                  "final_loss": float(np.mean(hist[-20:])), "first_loss": hist[0],
+                  "load_average_before": load_before, "load_average_after": machine()["load_average_1_5_15"]},
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    model.save(out, extra={"card": {k: card[k] for k in ("name", "seed", "date")}})
+    tok.save(out.with_name(out.name.replace(".safetensors", ".tokenizer.json")))
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    card["file_bytes"] = out.stat().st_size
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minimal.checkpoints", description=__doc__.split("\n")[0])
+    parser.add_argument("which", choices=["clip"], help="which checkpoint to train")
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    parser.add_argument("--out", type=Path, default=TINY_CLIP)
+    parser.add_argument("--eval-seed", type=int, default=12345)
+    args = parser.parse_args(argv)
+    recipe = ClipRecipe()
+    if args.steps is not None:
+        recipe.steps = args.steps
+    card = write_clip_checkpoint(recipe, args.out, args.eval_seed)
+    print(json.dumps({"metrics": card["metrics"], "train": card["train"], "file_bytes": card["file_bytes"]},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
