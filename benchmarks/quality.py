@@ -12,6 +12,8 @@ checkpoint is missing reports {"missing": "..."} instead of failing the others.
 colour–shape pairs / of the 8 held-out pairs, each classified among all 48 "a {colour} {shape}" labels — and one
 accuracy per task (colour, shape, size, position, count). "clip_photo_prompts" repeats the headline numbers with
 CLIP's "a photo of a {label}." prompts, whose words our captions never use.
+
+"mllm" (data/checkpoints/tiny_clip.* + mllm_projector.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`).
 """
 
 from __future__ import annotations
@@ -43,9 +45,40 @@ def clip_quality(seed: int, n: int = 1000) -> dict:
     return out
 
 
+def mllm_quality(seed: int, n: int = 1000) -> dict:
+    """The MLLM (tiny CLIP vision tower + shipped projector + frozen SmolLM2) on world seed `seed`.
+
+    `vqa`: exact-answer accuracy (first word, lower-case) on fresh train-split images, one question each, the
+    kind drawn uniformly (colour, shape, count, exists, position); `vqa_unseen`: the same on images that contain a
+    held-out colour–shape pair; `caption_attr`: attribute accuracy of generated captions ("Describe the image."):
+    per image, true (place, size/colour/shape) facts stated / max(facts in the scene, facts stated), averaged.
+    Generation is slow on a CPU, so at most 300 images per figure (`n` caps it lower).
+    """
+    from minimal import mllm
+    from minimal.clip import TINY_CLIP
+
+    for path in (TINY_CLIP, mllm.MLLM_PROJECTOR):
+        if not path.is_file():
+            return {"missing": f"{path} (run `make checkpoints` / `python -m minimal.mllm`)"}
+    n = min(n, 300)
+    model = mllm.build_mllm(projector_path=mllm.MLLM_PROJECTOR, verbose=False)
+    model.eval()
+    t0 = time.perf_counter()
+    seen = mllm.eval_set(n, seed=seed, split="train")
+    unseen = mllm.eval_set(n, seed=seed + 1, split="heldout")
+    vqa, vqa_unseen = mllm.evaluate_vqa(model, seen), mllm.evaluate_vqa(model, unseen)
+    captions = mllm.evaluate_captions(model, seen)
+    counts = model.parameter_counts()
+    return {"vqa": vqa["accuracy"], "vqa_unseen": vqa_unseen["accuracy"], "caption_attr": captions["caption_attr"],
+            "vqa_per_kind": vqa["per_kind"], "vqa_unseen_per_kind": vqa_unseen["per_kind"], "images": n,
+            "trained_fraction": counts["trainable"] / counts["total"],
+            "checkpoint": str(mllm.MLLM_PROJECTOR.relative_to(mllm.MLLM_PROJECTOR.parents[2])),
+            "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+
 PARTS: dict[str, Callable[[int, int], dict]] = {
     "clip": clip_quality,
-    # "mllm": mllm_quality,           -- added by the MLLM chapter
+    "mllm": mllm_quality,
     # "generator": generator_quality, -- added by the output-side chapter
 }
 
