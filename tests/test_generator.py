@@ -1,0 +1,267 @@
+"""The output side: requests, reading the LLM, the output projector, the flow-matching generator, the whole loop.
+
+Everything here runs on tiny random models (a 3-layer Llama, a tiny CLIP, a tiny U-Net) so it takes seconds; the
+shipped checkpoints are checked for presence, size and cards when they exist.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from minimal import generator as G
+from minimal.clip import CLIP, CLIPConfig
+from minimal.data import HELD_OUT_PAIRS, Obj
+from minimal.text import TextConfig
+from minimal.vit import ViTConfig
+
+
+class CharTokenizer:
+    """A stand-in for a chat tokenizer: one id per character, a plain-text chat template."""
+
+    pad_token_id, eos_token_id, vocab_size = 0, 1, 260
+    chat_template = "plain"
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text, return_tensors=None):
+        ids = [2 + ord(c) % 250 for c in text]
+        if return_tensors == "pt":
+            return transformers.BatchEncoding({"input_ids": torch.tensor([ids]),
+                                               "attention_mask": torch.ones(1, len(ids), dtype=torch.long)})
+        return {"input_ids": ids}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(97 + int(i) % 26) for i in ids if int(i) > 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    return G.freeze(transformers.LlamaForCausalLM(cfg)), CharTokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    from minimal.tokenizer import shapes_tokenizer
+
+    tok = shapes_tokenizer(n_scenes=50, vocab_size=400)
+    torch.manual_seed(0)
+    clip = CLIP(CLIPConfig(vision=ViTConfig(image_size=32, patch_size=8, width=16, layers=1, heads=2, mlp_hidden=32),
+                           text=TextConfig(vocab_size=tok.vocab_size, context_length=32, width=16, layers=1, heads=2,
+                                           mlp_hidden=32, eos_token_id=tok.eos_token_id,
+                                           pad_token_id=tok.pad_token_id), embed_dim=8))
+    return clip.eval(), tok
+
+
+TINY_GEN = dict(channels=[8, 16], groups=4, emb_dim=16, cond_dim=8)
+TINY_PROJ = dict(hidden_size=32, layer=2, cond_dim=8, heads=2, width=16)
+
+
+def _side(tiny_llm) -> G.OutputSide:
+    torch.manual_seed(0)
+    llm, tok = tiny_llm
+    return G.OutputSide(llm, tok, G.OutputProjector(G.OutputProjectorConfig(**TINY_PROJ)),
+                        G.ModalityGenerator(G.GeneratorConfig(**TINY_GEN)), steps=2)
+
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+def test_target_phrase_reads_like_a_caption():
+    assert G.target_phrase(Obj("star", "blue", "small", "left")) == "a small blue star on the left"
+    assert G.target_phrase(Obj("cross", "orange", "large", "top"), size=False, position=False) == "an orange cross"
+    phrases = G.all_target_phrases()
+    assert len(phrases) == 48 * 3 * 6 == len(set(phrases))
+
+
+def test_requests_are_deterministic_balanced_and_split():
+    train, again = G.request_set(80, 0, "train"), G.request_set(80, 0, "train")
+    assert train == again
+    assert sum(r.wants_image for r in train) == 40
+    assert {r.lang for r in train} == {"en", "ko"}
+    phrases = set(G.all_target_phrases())
+    assert all(r.target in phrases for r in train if r.wants_image)
+    assert all(r.obj is None and r.target is None for r in train if not r.wants_image)
+    held = G.request_set(200, 1, "heldout")
+    general = {q for qs in G.QUESTIONS.values() for q in qs}
+    train_q = {r.text for r in G.request_set(400, 0, "train") if r.text in general}
+    held_q = {r.text for r in held if r.text in general}
+    assert train_q and held_q and not train_q & held_q
+    for lang in ("en", "ko"):
+        assert not set(G.DRAW_TEMPLATES[(lang, "train")]) & set(G.DRAW_TEMPLATES[(lang, "heldout")])
+    # held-out colour-shape pairs are requested too: the generator was pretrained on every pair
+    assert any((r.obj.colour, r.obj.shape) in HELD_OUT_PAIRS for r in held if r.wants_image)
+
+
+def test_korean_requests_use_the_right_particle():
+    ko = [r for r in G.request_set(200, 3, "train", langs=("ko",)) if r.wants_image]
+    assert all(("를 " in r.text or "을 " in r.text) for r in ko if "그려 줘" in r.text and "그림을" not in r.text)
+    assert any("별을" in r.text for r in ko) or any("원을" in r.text for r in ko)
+
+
+def test_request_set_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        G.request_set(4, 0, "test")
+    with pytest.raises(ValueError, match="langs"):
+        G.request_set(4, 0, "train", langs=("fr",))
+
+
+# ---- reading the LLM ----------------------------------------------------------------------------------------------
+
+def test_llm_states_equal_the_full_forward_and_ignore_padding(tiny_llm):
+    from minimal.llm import chat_prompt
+
+    llm, tok = tiny_llm
+    texts = ["draw a red circle", "what is 2+2?", "왼쪽에 작은 파란 별을 그려 줘"]   # three lengths: padding in a batch
+    states = G.llm_states(llm, tok, texts, layer=2, batch_size=8)
+    for text, s in zip(texts, states, strict=True):
+        ids = torch.tensor([tok(chat_prompt(tok, text, system=G.SYSTEM))["input_ids"]])
+        with torch.no_grad():
+            ref = llm(input_ids=ids, output_hidden_states=True).hidden_states[2][0]
+        assert s.shape == ref.shape
+        torch.testing.assert_close(s, ref, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="layer"):
+        G.llm_states(llm, tok, texts, layer=4)
+
+
+# ---- output projector ---------------------------------------------------------------------------------------------
+
+def test_projector_shapes_padding_and_errors():
+    torch.manual_seed(0)
+    proj = G.OutputProjector(G.OutputProjectorConfig(**TINY_PROJ)).eval()
+    states = [torch.randn(5, 32), torch.randn(9, 32)]
+    x, mask = G.pad_states(states)
+    out = proj(x, mask)
+    assert out.logit.shape == (2,) and out.cond.shape == (2, 8)
+    torch.testing.assert_close(out.cond.norm(dim=-1), torch.ones(2))
+    x2 = x.clone()
+    x2[0, 5:] = 1e3                                   # garbage in the padding changes nothing
+    torch.testing.assert_close(proj(x2, mask).cond, out.cond)
+    with pytest.raises(ValueError, match="states"):
+        proj(torch.randn(2, 5, 31), mask[:, :5])
+    with pytest.raises(ValueError, match="mask"):
+        proj(x, mask[:, :3])
+
+
+def test_projector_loss_ignores_targets_of_questions():
+    out = G.ProjectorOutput(torch.tensor([3.0, -3.0]), torch.nn.functional.normalize(torch.randn(2, 8), dim=-1))
+    wants = torch.tensor([True, False])
+    a = G.projector_loss(out, wants, torch.stack([out.cond[0], torch.randn(8)]))
+    b = G.projector_loss(out, wants, torch.stack([out.cond[0], torch.randn(8)]))
+    torch.testing.assert_close(a, b)
+
+
+# ---- modality generator ---------------------------------------------------------------------------------------------
+
+def test_generator_shapes_determinism_and_errors():
+    torch.manual_seed(0)
+    gen = G.ModalityGenerator(G.GeneratorConfig(**TINY_GEN))
+    cond = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    loss = gen.loss(torch.rand(3, 3, 32, 32), cond)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    a = gen.sample(cond, steps=3, generator=torch.Generator().manual_seed(1))
+    b = gen.sample(cond, steps=3, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 3, 32, 32) and 0 <= a.min() and a.max() <= 1
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="cond"):
+        gen.sample(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="steps"):
+        gen.sample(cond, steps=0)
+
+
+def test_generator_batches_are_deterministic_and_match_the_phrase(tiny_clip):
+    table = G.PhraseTable(*tiny_clip)
+    batches = G.GeneratorBatches(table, batch=6, seed=0, cond_noise=0.0, mention=0.6)
+    a, b = batches(3), batches(3)
+    torch.testing.assert_close(a["image"], b["image"])
+    torch.testing.assert_close(a["cond"], b["cond"])
+    assert a["image"].shape == (6, 3, 32, 32) and a["cond"].shape == (6, 8)
+    # without noise every condition is exactly one phrase's embedding
+    assert ((a["cond"] @ table.embeddings.T).max(-1).values > 0.9999).all()
+
+
+# ---- only the output projector trains -------------------------------------------------------------------------------
+
+def test_only_the_output_projector_trains(tiny_llm, tiny_clip):
+    llm, tok = tiny_llm
+    side = _side(tiny_llm)
+    llm_before = {k: v.clone() for k, v in llm.state_dict().items()}
+    gen_before = {k: v.clone() for k, v in side.generator.state_dict().items()}
+    recipe = G.ProjectorRecipe(n_train=16, steps=3, batch=8, warmup=1, config=TINY_PROJ)
+    projector, history, _ = G.train_output_projector(recipe, llm, tok, G.PhraseTable(*tiny_clip), progress=False)
+    assert len(history) == 3
+    torch.manual_seed(0)                                               # the recipe's initialisation
+    fresh = G.OutputProjector(G.OutputProjectorConfig(**TINY_PROJ))
+    assert any(not torch.equal(p, q) for p, q in zip(projector.parameters(), fresh.parameters(), strict=True))
+    side.projector = projector
+    side(["draw a red circle", "what is 2+2?"], max_new_tokens=2)       # the whole loop runs after training too
+    for k, v in llm.state_dict().items():
+        assert torch.equal(v, llm_before[k]), f"LLM parameter {k} changed"
+    for k, v in side.generator.state_dict().items():
+        assert torch.equal(v, gen_before[k]), f"generator parameter {k} changed"
+    assert not any(p.requires_grad for p in llm.parameters())
+    assert not any(p.requires_grad for p in side.generator.parameters())
+    assert all(p.requires_grad for p in projector.parameters())
+
+
+# ---- the whole loop ---------------------------------------------------------------------------------------------------
+
+def test_output_side_routes_to_image_or_text(tiny_llm):
+    side = _side(tiny_llm)
+    texts = ["draw a small blue star on the left", "what is the capital of France?"]
+    with torch.no_grad():
+        side.projector.decide.bias.fill_(50.0)       # force "image" for everything
+    replies = side(texts)
+    assert all(r.wants_image and r.image.shape == (3, 32, 32) and r.text is None for r in replies)
+    with torch.no_grad():
+        side.projector.decide.bias.fill_(-50.0)      # force "text"
+    reply = side(texts[1], max_new_tokens=3)
+    assert not reply.wants_image and reply.image is None and isinstance(reply.text, str)
+
+
+def test_evaluate_reports_every_figure(tiny_llm, tiny_clip):
+    side = _side(tiny_llm)
+    out = G.evaluate(side, G.Judge(*tiny_clip), G.PhraseTable(*tiny_clip), seed=5, n=8)
+    for key in ("decision", "drawing", "judge_agreement", "generator_alone", "nearest_phrase"):
+        assert 0.0 <= out[key] <= 1.0, key
+    assert out["n_drawing_requests"] == 4 and set(out["decision_by_language"]) == {"en", "ko"}
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip_is_strict(tmp_path):
+    torch.manual_seed(0)
+    gen = G.ModalityGenerator(G.GeneratorConfig(**TINY_GEN))
+    path = G.save_checkpoint(gen, tmp_path / "g.safetensors", {"name": "test", "seed": 0})
+    loaded = G.load_generator(path)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    cond = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    torch.testing.assert_close(loaded.sample(cond, 2, generator=torch.Generator().manual_seed(0)),
+                               gen.sample(cond, 2, generator=torch.Generator().manual_seed(0)))
+    assert json.loads((tmp_path / "g.json").read_text())["file_bytes"] == path.stat().st_size
+    proj = G.save_checkpoint(G.OutputProjector(G.OutputProjectorConfig(**TINY_PROJ)), tmp_path / "p.safetensors", {})
+    with pytest.raises((ValueError, TypeError)):
+        G.load_generator(proj)
+    with pytest.raises(ValueError, match="python -m minimal.generator"):
+        G.load_generator(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("path", [G.GENERATOR_PATH, G.PROJECTOR_PATH], ids=["generator", "output_projector"])
+def test_shipped_checkpoints_are_small_and_carry_a_card(path):
+    if not path.is_file():
+        pytest.skip(f"{path.name} not trained yet")
+    assert path.stat().st_size <= 5 * 2**20
+    card = G.read_card(path)
+    for key in ("config", "command", "seed", "metrics", "machine", "date"):
+        assert key in card, key
+    module = G.load_generator(path) if path == G.GENERATOR_PATH else G.load_output_projector(path)
+    assert sum(p.numel() for p in module.parameters()) == card["parameters"]
