@@ -11,7 +11,11 @@ checkpoint is missing reports {"missing": "..."} instead of failing the others.
 (see `minimal.checkpoints.task_prompts`): `zeroshot_seen` / `zeroshot_unseen` — one-object images of training
 colour–shape pairs / of the 8 held-out pairs, each classified among all 48 "a {colour} {shape}" labels — and one
 accuracy per task (colour, shape, size, position, count). "clip_photo_prompts" repeats the headline numbers with
-CLIP's "a photo of a {label}." prompts, whose words our captions never use.
+CLIP's "a photo of a {label}." prompts, whose words our captions never use. `t2i_r1, t2i_r5, i2t_r1, i2t_r5`:
+retrieval Recall@K with the paired-image definition (CLIP_benchmark's; `minimal.zeroshot.retrieval_metrics`) on
+`n` fresh scenes of any split, each with its most detailed English caption (every object's size, colour, shape
+and position): text->image, is a caption's own image in the top K of the n images; image->text, is the image's own
+caption in the top K of the n captions (see `clip_retrieval`).
 
 "mllm" (data/checkpoints/tiny_clip.* + mllm_projector.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`).
 """
@@ -40,9 +44,24 @@ def clip_quality(seed: int, n: int = 1000) -> dict:
     out = evaluate_clip(model, tok, seed=seed, n=n)
     photo = evaluate_clip(model, tok, seed=seed, n=n, style="photo")
     out["photo_prompts"] = {k: photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour", "shape")}
+    out.update(clip_retrieval(model, tok, seed, n))
     out["checkpoint"] = str(TINY_CLIP.relative_to(TINY_CLIP.parent.parent.parent))
     out["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def clip_retrieval(model, tok, seed: int, n: int = 1000) -> dict:
+    """Recall@1/5 both ways on `n` fresh scenes (world seed `seed`), one detailed English caption per image."""
+    import random
+
+    from minimal import data, zeroshot
+
+    rng = random.Random(f"retrieval/{seed}")
+    scenes = [data.sample_scene(rng, None, "any") for _ in range(n)]
+    encode_image, encode_text = zeroshot.encoders(model, tok, image_transform=data.normalize)
+    images = zeroshot.embed(encode_image, data.render_batch(scenes, model.cfg.vision.image_size, f"retrieval/{seed}"))
+    texts = zeroshot.embed(encode_text, [data.captions(s, "en")[0] for s in scenes])
+    return zeroshot.retrieval_metrics(images, texts, ks=(1, 5))     # caption i belongs to image i
 
 
 def mllm_quality(seed: int, n: int = 1000) -> dict:
