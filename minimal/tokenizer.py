@@ -5,8 +5,8 @@ frequent adjacent pair into a new token, so frequent words become one token and 
 We train one with Hugging Face `tokenizers` on the Shapes world's English and Korean captions.
 
 Korean: Hangul is written in syllable blocks (음절), one Unicode character each ("빨", "간"), so BPE starts from
-syllables and merges them into words and stems; particles (조사) such as "는", "와", "에" often stay separate
-pieces ("▁십자" + "는"). A character never seen in training is not lost as <unk>: *byte fallback* writes it as its
+syllables and merges them into words; a word form seen rarely stays split into stem and particle (조사), e.g.
+"십자는" -> "▁십자" + "는". A character never seen in training is not lost as <unk>: *byte fallback* writes it as its
 UTF-8 bytes (<0xEB><0xB9><0xA8>, from 256 byte tokens in the vocabulary) — the trick Llama's tokenizer uses.
 
 Every caption becomes ``[<bos>, tokens..., <eos>, <pad>, <pad>, ...]`` of length `context_length`; the text tower
@@ -214,13 +214,15 @@ class Tokenizer:
         return cls(backend, doc["bos"], doc["eos"], doc["pad"], doc["context_length"], kind=doc["kind"])
 
 
-def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 512,
+def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000,
                      context_length: int = 32) -> Tokenizer:
     """The course tokenizer: BPE trained on every English and Korean caption template of `n_scenes` training scenes
     of the Shapes world (deterministic given `seed`; a couple of seconds on a CPU).
 
-    512 entries (256 of them byte tokens) make every English word one token while Korean particles often stay
-    separate pieces ("▁십자" + "는"); a larger vocabulary turns every Korean word-with-particle into one token."""
+    The world's small language runs out of pairs seen twice at about 600 entries (256 of them byte tokens), below
+    the default `vocab_size`: every English word and most Korean word forms become one token, while rarer
+    particle combinations are split into stem + particle ("십자는" -> "▁십자" + "는"). Smaller vocabularies split
+    more (chapter 03, exercise 2)."""
     import random
 
     from . import data
