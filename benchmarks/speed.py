@@ -323,11 +323,13 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     modes = {"both": ["eager", "compiled"], "eager": ["eager"], "compiled": ["compiled"]}[args.compile]
     compile_only = set(args.compile_models.split(",")) if args.compile_models else None
     results, flops, steps = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
+    profiles = {}
     if args.profile:
         for key in args.profile_models.split(","):
             mode, name = key.split(":") if ":" in key else ("eager", key)
             if (mode, name) in steps:
-                profile(f"{mode}_{name}", steps[mode, name], (px, ids), device, args.profile)
+                profiles[f"{mode}:{name}"] = profile(f"{mode}_{name}", steps[mode, name], (px, ids), device,
+                                                     args.profile)
 
     ratios = {mode: {f"ours/{other}": round(res["ours"]["samples_per_s"] / res[other]["samples_per_s"], 3)
                      for other in ("hf", "open_clip") if other in res and "ours" in res}
@@ -343,6 +345,8 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
         "results": results, "ratios": ratios,
         "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": skipped,
     }
+    if profiles:
+        out["profile_ms_per_step"] = profiles  # device time by kernel kind (3 profiled steps), host CPU time
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:
@@ -363,7 +367,7 @@ def versions() -> dict:
     return v
 
 
-def profile(name: str, step, args, device, folder: str) -> None:
+def profile(name: str, step, args, device, folder: str) -> dict | None:
     """torch.profiler table of a few eager steps, and device time grouped into kernel categories."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
@@ -391,6 +395,8 @@ def profile(name: str, step, args, device, folder: str) -> None:
         cats["(host: CPU ms per step, profiled)"] = sum(e.self_cpu_time_total for e in prof.key_averages()) / 3e3
         summary = {k: f"{v:.2f} ms ({100 * v / total:.0f}%)" for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
         print(f"# profile {name}: device ms per step by kind: {json.dumps(summary)}", file=sys.stderr, flush=True)
+        return summary
+    return None
 
 
 def kernel_category(name: str) -> str:

@@ -34,7 +34,7 @@ from minimal import data  # noqa: E402
 from minimal.clip import CLIP, CLIPConfig  # noqa: E402
 from minimal.losses import clip_loss_distributed  # noqa: E402
 from minimal.text import TextConfig  # noqa: E402
-from minimal.tokenizer import Tokenizer  # noqa: E402
+from minimal.tokenizer import Tokenizer, shapes_tokenizer  # noqa: E402
 from minimal.train import train, world  # noqa: E402
 from minimal.vit import ViTConfig  # noqa: E402
 from minimal.weights import save_safetensors  # noqa: E402
@@ -43,7 +43,7 @@ from minimal.weights import save_safetensors  # noqa: E402
 def tiny_config(vocab_size: int, eos: int, pad: int) -> CLIPConfig:
     """A CLIP small enough that a few steps on two CPU processes take seconds."""
     return CLIPConfig(vision=ViTConfig(image_size=32, patch_size=8, width=64, layers=2, heads=2, mlp_hidden=256),
-                      text=TextConfig(vocab_size=vocab_size, context_length=32, width=64, layers=2, heads=2,
+                      text=TextConfig(vocab_size=vocab_size, context_length=48, width=64, layers=2, heads=2,
                                       mlp_hidden=256, eos_token_id=eos, pad_token_id=pad),
                       embed_dim=32)
 
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(args.seed)  # the same initial weights in every process (DDP also broadcasts rank 0's)
     if args.config == "tiny":
-        texts = [c for i in range(600) for c in data.captions(data.sample_scene(random.Random(i)))]
-        tok = Tokenizer.train(texts, vocab_size=400, context_length=32)
+        tok = shapes_tokenizer(n_scenes=300, context_length=48)  # deterministic: the same in every process
         cfg = tiny_config(tok.vocab_size, tok.eos_token_id, tok.pad_token_id)
     else:
         cfg = b32_config()
@@ -141,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
             stamps.append(time.perf_counter())
 
     history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
-                    warmup=min(5, args.steps // 5), weight_decay=0.1, device=args.device, progress=False,
+                    warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=args.device,
+                    progress=False,
                     on_step=on_step)
     rank, size = world()
     if args.save_dir:
