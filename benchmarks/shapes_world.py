@@ -1,6 +1,6 @@
 """Measure the Shapes world (minimal/data.py): render speed, and whether every label stays decidable at 32 px.
 
-    .venv/bin/python benchmarks/shapes_world.py            # full: ~4 min on a 2-core CPU
+    .venv/bin/python benchmarks/shapes_world.py            # full: minutes on a CPU, ~1 min with a GPU
     .venv/bin/python benchmarks/shapes_world.py --quick    # speed + overlap only, seconds
 
 Prints one JSON object:
@@ -10,6 +10,10 @@ Prints one JSON object:
 - classifier: for each candidate small size, a small CNN trained on single-object scenes (random colour, size,
   slot, jitter, noise) to read shape, colour and size at once; held-out accuracy per size and the worst
   confusion among small shapes. A label is "decidable" when the CNN reads it (near) perfectly.
+- classifier_subpixel: the same, but every object is drawn at a random quarter-pixel offset and at a random place
+  in a 14 px window (its neighbourhood on the canvas), so a shape no longer has one exact pixel pattern to
+  memorise: a stricter test of whether the *shape* is still legible at that size (the renderer itself uses
+  whole-pixel placement).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import argparse
 import json
 import random
 import time
+from functools import cache
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from minimal import data
@@ -71,33 +77,64 @@ def overlap(px_values) -> dict:
     return out
 
 
+def _labels(scenes) -> torch.Tensor:
+    return torch.tensor([[data.SHAPES.index(s.objects[0].shape), data.COLOURS.index(s.objects[0].colour),
+                          data.SIZES.index(s.objects[0].size)] for s in scenes])
+
+
 def _single_object_set(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
     scenes = [data.sample_scene(rng, 1, "any") for _ in range(n)]
-    x = data.render_batch(scenes, 32, seed)
-    y = torch.tensor([[data.SHAPES.index(s.objects[0].shape), data.COLOURS.index(s.objects[0].colour),
-                       data.SIZES.index(s.objects[0].size)] for s in scenes])
-    return x, y
+    return data.render_batch(scenes, 32, seed), _labels(scenes)
 
 
-def classifier(px_values, n_train: int, steps: int) -> dict:
+@cache
+def _shifted_mask(shape: str, px: int, kx: int, ky: int) -> np.ndarray:
+    """The shape's mask moved right/down by kx/4, ky/4 of a pixel: a (px+1, px+1) array."""
+    ss = data.SUPERSAMPLE
+    canvas = Image.new("L", ((px + 1) * ss, (px + 1) * ss), 0)
+    canvas.paste(data.draw_shape(shape, px), (kx, ky))
+    return np.asarray(canvas.resize((px + 1, px + 1), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+
+def _single_object_set_subpixel(n: int, seed: int, window: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(seed)
+    scenes = [data.sample_scene(rng, 1, "any") for _ in range(n)]
+    x = np.empty((n, window, window, 3), dtype=np.uint8)
+    for i, scene in enumerate(scenes):
+        o = scene.objects[0]
+        px = data.object_px(o.size, 32)
+        m = _shifted_mask(o.shape, px, rng.randrange(data.SUPERSAMPLE), rng.randrange(data.SUPERSAMPLE))
+        canvas = np.full((window, window, 3), data.BACKGROUND + rng.randrange(-8, 9), dtype=np.float32)
+        x0, y0 = rng.randrange(window - px), rng.randrange(window - px)
+        patch = canvas[y0:y0 + px + 1, x0:x0 + px + 1]
+        patch += m[..., None] * (np.asarray(data.RGB[o.colour], dtype=np.float32) - patch)
+        canvas += np.random.default_rng((seed, i)).standard_normal(canvas.shape) * data.NOISE_STD
+        x[i] = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).float() / 255, _labels(scenes)
+
+
+def classifier(px_values, n_train: int, steps: int, device: str, subpixel: bool = False, width: int = 32
+               ) -> dict:
     out = {}
+    make = _single_object_set_subpixel if subpixel else _single_object_set
     for px in px_values:
         data.SIZE_FRACTION["small"] = px / data._grid(32)[1]
         assert data.object_px("small", 32) == px
         torch.manual_seed(0)
-        xtr, ytr = _single_object_set(n_train, 1)
-        xte, yte = _single_object_set(3000, 2)
+        xtr, ytr = (t.to(device) for t in make(n_train, 1))
+        xte, yte = (t.to(device) for t in make(5000, 2))
+        w = width
         net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 16x16
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),         # 8x8
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-            nn.Linear(64, 6 + 8 + 2))
+            nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),                # 32 -> 16 (14 -> 7)
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),            # -> 8 (-> 3)
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.Linear(2 * w, 6 + 8 + 2)).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
         t = time.perf_counter()
         for _ in range(steps):
-            idx = torch.randint(0, n_train, (128,))
+            idx = torch.randint(0, n_train, (128,), device=device)
             logits, y = net(data.normalize(xtr[idx])), ytr[idx]
             loss = sum(nn.functional.cross_entropy(part, y[:, k])
                        for k, part in enumerate(logits.split([6, 8, 2], dim=1)))
@@ -123,7 +160,6 @@ def classifier(px_values, n_train: int, steps: int) -> dict:
             "train_s": round(time.perf_counter() - t, 1),
         }
     data.SIZE_FRACTION["small"] = 0.7
-    data.shape_mask.cache_clear()
     return out
 
 
@@ -133,10 +169,15 @@ def main() -> None:
     p.add_argument("--px", type=int, nargs="*", default=[4, 5, 6, 7], help="small sizes (px at 32) to compare")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--n-train", type=int, default=30000)
+    p.add_argument("--width", type=int, default=32, help="channels of the probe CNN's first layer")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     result = {"speed": speed(), "overlap": overlap(args.px + [10])}
     if not args.quick:
-        result["classifier"] = classifier(args.px, args.n_train, args.steps)
+        result["classifier"] = classifier(args.px, args.n_train, args.steps, args.device, width=args.width)
+        result["classifier_subpixel"] = classifier(args.px, args.n_train, args.steps, args.device, subpixel=True,
+                                                   width=args.width)
+        result["classifier_device"] = args.device
     print(json.dumps(result))
 
 

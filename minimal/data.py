@@ -209,6 +209,7 @@ NOISE_STD = 4.0            # mild per-pixel Gaussian noise (levels of 255)
 SIZE_FRACTION = {"large": 1.0, "small": 0.7}   # of the cell width: 10 and 7 px at 32, 20 and 14 at 64 (measured)
 
 
+@cache
 def _grid(size: int) -> tuple[int, int, int]:
     """(margin, cell, gutter) of the 3x3 grid: margin + 3 cells + 2 gutters = size. The gutter (>= 1 px) keeps two
     large objects in neighbouring cells visibly apart, e.g. two large red squares never merge into one rectangle."""
@@ -231,12 +232,11 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
              cy - (r if k % 2 == 0 else 0.45 * r) * np.cos(np.pi * k / 5)) for k in range(10)]
 
 
-@cache
-def shape_mask(shape: str, px: int) -> np.ndarray:
-    """Anti-aliased coverage of `shape` in a px x px box: float32 array (px, px) in [0, 1]. Cached."""
+def draw_shape(shape: str, px: int, supersample: int = SUPERSAMPLE) -> Image.Image:
+    """`shape` drawn white on black in a (px*supersample)^2 "L" image: the high-resolution source of a mask."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-    big = px * SUPERSAMPLE
+    big = px * supersample
     lo, hi = 0.04 * big, 0.96 * big      # a hair of inset softens edges that touch the box
     mid, span = big / 2, hi - lo
     img = Image.new("L", (big, big), 0)
@@ -250,14 +250,25 @@ def shape_mask(shape: str, px: int) -> np.ndarray:
     elif shape == "diamond":
         draw.polygon([(mid, lo), (hi, mid), (mid, hi), (lo, mid)], fill=255)
     elif shape == "cross":
-        t = 0.18 * span                   # arm half-thickness: arms are 36 % of the box
-        draw.rectangle([lo, mid - t, hi, mid + t], fill=255)
-        draw.rectangle([mid - t, lo, mid + t, hi], fill=255)
+        # arms ~36 % of the box, snapped to whole pixels of the same parity as px so they are centred on pixel
+        # edges: a 7 px cross gets crisp 3 px arms instead of 2.5 px ones smeared over 4 pixels.
+        arm = round(0.36 * px)
+        arm += (arm - px) % 2 if arm > 1 else 0
+        a, b = (big - arm * supersample) // 2, (big + arm * supersample) // 2 - 1   # PIL boxes are inclusive
+        draw.rectangle([lo, a, hi, b], fill=255)
+        draw.rectangle([a, lo, b, hi], fill=255)
     else:  # star: as wide as the box, centred vertically (a 5-point star is 0.95 as tall as it is wide)
         r = span / (2 * np.sin(2 * np.pi / 5))
         height = r * (1 + np.cos(np.pi / 5))
         draw.polygon(_star(mid, lo + (span - height) / 2 + r, r), fill=255)
-    small = img.resize((px, px), Image.Resampling.BOX)
+    return img
+
+
+@cache
+def shape_mask(shape: str, px: int) -> np.ndarray:
+    """Anti-aliased coverage of `shape` in a px x px box: float32 array (px, px) in [0, 1]. Cached: drawn 4x
+    supersampled, then box-filtered down, so an edge pixel holds the fraction of it the shape covers."""
+    small = draw_shape(shape, px).resize((px, px), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
@@ -305,7 +316,7 @@ def render(scene: Scene, size: int = 32, rng_or_seed: int | str | random.Random 
     rng_or_seed: an int (or str) seeds the background shade, the jitter of small objects and the noise crop; a
     random.Random is consumed instead, so successive calls with one generator give different images.
     """
-    return Image.fromarray(_draw(scene, size, _as_rng(rng_or_seed)), mode="RGB")
+    return Image.fromarray(_draw(scene, size, _as_rng(rng_or_seed)))   # (H, W, 3) uint8 -> RGB
 
 
 def render_batch(scenes: Sequence[Scene], size: int = 32, rng_or_seed: int | str | random.Random = 0
@@ -329,9 +340,9 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL image -> float tensor (3, H, W) in [0, 1] (any mode is converted to RGB first, see `to_rgb`)."""
-    arr = np.asarray(to_rgb(img), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    """PIL image -> contiguous float tensor (3, H, W) in [0, 1] (any mode becomes RGB first, see `to_rgb`)."""
+    arr = np.array(to_rgb(img), dtype=np.uint8)          # a writable copy, (H, W, 3)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -512,37 +523,37 @@ def _question_specs(scene: Scene) -> list[tuple[str, str, object, str]]:
     return _dedupe(specs)
 
 
-def _en_question(template: str, arg) -> str:
-    return {
-        ("colour", "at"): lambda: f"what colour is the shape {_EN_WHERE[arg]}?",
-        ("colour", "the_shape"): lambda: f"what colour is the {arg}?",
-        ("shape", "at"): lambda: f"what shape is {_EN_WHERE[arg]}?",
-        ("shape", "the_colour"): lambda: f"what shape is the {arg} thing?",
-        ("count", "all"): lambda: "how many shapes are there?",
-        ("count", "shape"): lambda: f"how many {_plural(arg)} are there?",
-        ("exists", "pair"): lambda: f"is there {_a(' '.join(arg))}?",
-        ("exists", "shape"): lambda: f"is there {_a(arg)}?",
-        ("exists", "colour"): lambda: f"is there {_a(arg)} thing?",
-        ("position", "pair"): lambda: f"where is the {' '.join(arg)}?",
-        ("position", "shape"): lambda: f"where is the {arg}?",
-    }[template]()
+def _ko_pair(pair: tuple[str, str]) -> str:
+    return f"{KO_COLOURS[pair[0]]} {KO_SHAPES[pair[1]]}"
 
 
-def _ko_question(template: str, arg) -> str:
-    pair = (lambda: f"{KO_COLOURS[arg[0]]} {KO_SHAPES[arg[1]]}") if isinstance(arg, tuple) else None
-    return {
-        ("colour", "at"): lambda: f"{KO_POSITIONS[arg]}에 있는 도형은 무슨 색인가요?",
-        ("colour", "the_shape"): lambda: f"{josa(KO_SHAPES[arg], '은', '는')} 무슨 색인가요?",
-        ("shape", "at"): lambda: f"{KO_POSITIONS[arg]}에 있는 도형은 어떤 모양인가요?",
-        ("shape", "the_colour"): lambda: f"{KO_COLOURS[arg]} 도형은 어떤 모양인가요?",
-        ("count", "all"): lambda: "도형이 몇 개 있나요?",
-        ("count", "shape"): lambda: f"{josa(KO_SHAPES[arg], '이', '가')} 몇 개 있나요?",
-        ("exists", "pair"): lambda: f"{josa(pair(), '이', '가')} 있나요?",
-        ("exists", "shape"): lambda: f"{josa(KO_SHAPES[arg], '이', '가')} 있나요?",
-        ("exists", "colour"): lambda: f"{KO_COLOURS[arg]} 도형이 있나요?",
-        ("position", "pair"): lambda: f"{josa(pair(), '은', '는')} 어디에 있나요?",
-        ("position", "shape"): lambda: f"{josa(KO_SHAPES[arg], '은', '는')} 어디에 있나요?",
-    }[template]()
+# (kind, template) -> wording of the question about `arg` (a position, shape, colour or (colour, shape) pair).
+_EN_QUESTIONS: dict[tuple[str, str], Callable] = {
+    ("colour", "at"): lambda arg: f"what colour is the shape {_EN_WHERE[arg]}?",
+    ("colour", "the_shape"): lambda arg: f"what colour is the {arg}?",
+    ("shape", "at"): lambda arg: f"what shape is {_EN_WHERE[arg]}?",
+    ("shape", "the_colour"): lambda arg: f"what shape is the {arg} thing?",
+    ("count", "all"): lambda arg: "how many shapes are there?",
+    ("count", "shape"): lambda arg: f"how many {_plural(arg)} are there?",
+    ("exists", "pair"): lambda arg: f"is there {_a(' '.join(arg))}?",
+    ("exists", "shape"): lambda arg: f"is there {_a(arg)}?",
+    ("exists", "colour"): lambda arg: f"is there {_a(arg)} thing?",
+    ("position", "pair"): lambda arg: f"where is the {' '.join(arg)}?",
+    ("position", "shape"): lambda arg: f"where is the {arg}?",
+}
+_KO_QUESTIONS: dict[tuple[str, str], Callable] = {
+    ("colour", "at"): lambda arg: f"{KO_POSITIONS[arg]}에 있는 도형은 무슨 색인가요?",
+    ("colour", "the_shape"): lambda arg: f"{josa(KO_SHAPES[arg], '은', '는')} 무슨 색인가요?",
+    ("shape", "at"): lambda arg: f"{KO_POSITIONS[arg]}에 있는 도형은 어떤 모양인가요?",
+    ("shape", "the_colour"): lambda arg: f"{KO_COLOURS[arg]} 도형은 어떤 모양인가요?",
+    ("count", "all"): lambda arg: "도형이 몇 개 있나요?",
+    ("count", "shape"): lambda arg: f"{josa(KO_SHAPES[arg], '이', '가')} 몇 개 있나요?",
+    ("exists", "pair"): lambda arg: f"{josa(_ko_pair(arg), '이', '가')} 있나요?",
+    ("exists", "shape"): lambda arg: f"{josa(KO_SHAPES[arg], '이', '가')} 있나요?",
+    ("exists", "colour"): lambda arg: f"{KO_COLOURS[arg]} 도형이 있나요?",
+    ("position", "pair"): lambda arg: f"{josa(_ko_pair(arg), '은', '는')} 어디에 있나요?",
+    ("position", "shape"): lambda arg: f"{josa(KO_SHAPES[arg], '은', '는')} 어디에 있나요?",
+}
 
 
 def questions(scene: Scene, lang: Literal["en", "ko"] = "en") -> list[QA]:
@@ -554,8 +565,8 @@ def questions(scene: Scene, lang: Literal["en", "ko"] = "en") -> list[QA]:
     """
     if lang not in ("en", "ko"):
         raise ValueError(f"lang must be 'en' or 'ko', got {lang!r}")
-    word = _en_question if lang == "en" else _ko_question
-    return [QA(word((kind, template), arg), answer, kind) for kind, template, arg, answer in _question_specs(scene)]
+    wording = _EN_QUESTIONS if lang == "en" else _KO_QUESTIONS
+    return [QA(wording[kind, template](arg), answer, kind) for kind, template, arg, answer in _question_specs(scene)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -644,7 +655,7 @@ class _ShapesBase(Dataset):
         i %= self.n
         scene = self.scenes[i]
         rng = random.Random(f"{self.seed}/{i}")   # str seeds hash with sha512: stable across runs and processes
-        image = to_tensor(render(scene, self.size, rng))
+        image = render_batch([scene], self.size, rng)[0]   # = to_tensor(render(scene, size, rng)), without PIL
         lang = rng.choice(("en", "ko")) if self.lang == "both" else self.lang
         return scene, image, rng, lang
 

@@ -91,6 +91,21 @@ def test_vocabulary_and_held_out_pairs():
     assert words <= set(KO)
 
 
+def test_korean_vocabulary():
+    """Written out here (not derived from data.py), so a wrong or swapped Korean word fails the caption tests too."""
+    assert data.KO_SHAPES == {"circle": "원", "square": "정사각형", "triangle": "삼각형", "diamond": "마름모",
+                              "cross": "십자 모양", "star": "별"}
+    assert data.KO_COLOURS == {"red": "빨간", "orange": "주황색", "yellow": "노란", "green": "초록색",
+                               "cyan": "청록색", "blue": "파란", "purple": "보라색", "pink": "분홍색"}
+    assert data.KO_COLOUR_NOUNS == {"red": "빨간색", "orange": "주황색", "yellow": "노란색", "green": "초록색",
+                                    "cyan": "청록색", "blue": "파란색", "purple": "보라색", "pink": "분홍색"}
+    assert data.KO_SIZES == {"small": "작은", "large": "큰"}
+    assert data.KO_POSITIONS == {"left": "왼쪽", "right": "오른쪽", "top": "위쪽", "bottom": "아래쪽",
+                                 "centre": "가운데"}
+    assert [data.josa(w, "이", "가") for w in ("원", "마름모", "별", "십자 모양")] == ["원이", "마름모가", "별이",
+                                                                                 "십자 모양이"]
+
+
 def test_bad_objects_and_scenes_are_rejected():
     with pytest.raises(ValueError, match="colour"):
         Obj("circle", "mauve", "small", "left")
