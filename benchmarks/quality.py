@@ -18,6 +18,9 @@ and position): text->image, is a caption's own image in the top K of the n image
 caption in the top K of the n captions (see `clip_retrieval`).
 
 "mllm" (data/checkpoints/tiny_clip.* + mllm_projector.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`).
+
+"generator" (tiny_clip.* + generator.* + output_projector.*): `decision`, `drawing`, `judge_agreement` (see
+`generator_quality`).
 """
 
 from __future__ import annotations
@@ -95,10 +98,34 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def generator_quality(seed: int, n: int = 1000) -> dict:
+    """The output side (frozen SmolLM2 + shipped output projector + shipped generator, judged by the tiny CLIP).
+
+    On fresh requests from world seed `seed`, worded with *held-out* templates and questions (EN and KO, half
+    drawing requests): `decision` — share routed right (image vs text); `drawing` — share of drawing requests whose
+    drawing the tiny CLIP's zero-shot classifier reads as the requested colour and shape; `judge_agreement` — the
+    same judge on the renderer's own image of each request (the judge's accuracy). At most 400 requests (`n` caps
+    it lower); see `minimal.generator.evaluate` for the other figures.
+    """
+    from minimal import generator
+    from minimal.clip import TINY_CLIP, load_tiny_clip
+
+    for path in (TINY_CLIP, generator.GENERATOR_PATH, generator.PROJECTOR_PATH):
+        if not path.is_file():
+            return {"missing": f"{path} (run `python -m minimal.generator generator` / `... projector`)"}
+    clip, tok = load_tiny_clip()
+    side = generator.OutputSide.load()
+    t0 = time.perf_counter()
+    out = generator.evaluate(side, generator.Judge(clip, tok), generator.PhraseTable(clip, tok), seed=seed,
+                             n=min(n, 400))
+    out["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 PARTS: dict[str, Callable[[int, int], dict]] = {
     "clip": clip_quality,
     "mllm": mllm_quality,
-    # "generator": generator_quality, -- added by the output-side chapter
+    "generator": generator_quality,
 }
 
 

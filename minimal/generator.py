@@ -278,7 +278,7 @@ class OutputProjectorConfig:
     """Attention pooling over the LLM's token states, then an MLP with two heads (decision, conditioning)."""
 
     hidden_size: int = 576      # the LLM's width (SmolLM2-135M)
-    layer: int = 15             # which decoder layer's states it reads (1-based)
+    layer: int = 18             # which decoder layer's states it reads (1-based; 18 of SmolLM2's 30, see chapter 09)
     cond_dim: int = 64          # the generator's conditioning space = the tiny CLIP's embedding size
     heads: int = 4              # attention-pooling heads: each learns which tokens to read (the verb, the colour...)
     width: int = 256
@@ -425,13 +425,16 @@ class ModalityGenerator(nn.Module):
     def loss(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Flow-matching loss for images (B,3,H,W) in [0,1] and their conditions (B,cond_dim).
 
-        t is drawn logit-normal (as in Stable Diffusion 3): most training happens at middle times, where the
-        shape of the object is decided; the ends (pure noise, finished image) are easy.
+        t is mostly drawn logit-normal (as in Stable Diffusion 3): middle times, where the object's shape is
+        decided, get most of the training; a quarter is uniform, so t = 0 — where one Euler step must give the
+        average picture — is learned too.
         """
         x1 = images * 2 - 1
         x0 = torch.randn_like(x1)
-        t = torch.sigmoid(torch.randn(x1.shape[0], device=x1.device))
-        drop = torch.rand(x1.shape[0], device=x1.device) < self.cfg.cond_drop
+        b = x1.shape[0]
+        t = torch.where(torch.rand(b, device=x1.device) < 0.25, torch.rand(b, device=x1.device),
+                        torch.sigmoid(torch.randn(b, device=x1.device)))
+        drop = torch.rand(b, device=x1.device) < self.cfg.cond_drop
         cond = torch.where(drop[:, None], self.null_cond.expand_as(cond), cond)
         tt = t[:, None, None, None]
         return F.mse_loss(self((1 - tt) * x0 + tt * x1, t, cond), x1 - x0)
@@ -573,7 +576,7 @@ class ProjectorRecipe:
     """Everything that decides the shipped output projector (see data/checkpoints/output_projector.json)."""
 
     seed: int = 0
-    n_train: int = 1200         # requests (half drawing requests, half questions; EN and KO) from "train" templates
+    n_train: int = 600          # requests (half drawing requests, half questions; EN and KO) from "train" templates
     steps: int = 600
     batch: int = 64
     lr: float = 1e-3
