@@ -189,6 +189,16 @@ def test_generator_batches_are_deterministic_and_match_the_phrase(tiny_clip):
     assert ((a["cond"] @ table.embeddings.T).max(-1).values > 0.9999).all()
 
 
+def test_train_generator_returns_a_frozen_average_and_leaves_clip_alone(tiny_clip):
+    clip, tok = tiny_clip
+    clip_before = {k: v.clone() for k, v in clip.state_dict().items()}
+    recipe = G.GeneratorRecipe(steps=3, batch=4, warmup=1, config={**G.asdict(G.GeneratorConfig()), **TINY_GEN})
+    gen, history, wall, cpu = G.train_generator(recipe, clip, tok, progress=False)
+    assert len(history) == 3 and wall > 0 and cpu > 0
+    assert not gen.training and not any(p.requires_grad for p in gen.parameters())
+    assert all(torch.equal(v, clip_before[k]) for k, v in clip.state_dict().items())
+
+
 # ---- only the output projector trains -------------------------------------------------------------------------------
 
 def test_only_the_output_projector_trains(tiny_llm, tiny_clip):
