@@ -26,7 +26,7 @@ import torch
 
 from . import data
 from .clip import CLIP, TINY_CLIP, CLIPConfig
-from .losses import clip_loss
+from .losses import clip_loss_distributed
 from .text import TextConfig
 from .tokenizer import Tokenizer, shapes_tokenizer
 from .train import train
@@ -49,6 +49,7 @@ class ClipRecipe:
     template_weights: list[float] | None = None   # weights of data.captions' 7 templates (relations: 1 each)
     hard_negatives: float = 0.0     # fraction of scenes that differ from the previous one in one attribute
     unique_captions: bool = False   # no caption twice in a batch (no false negatives from duplicates)
+    hard_shape: float = 0.5         # of the hard negatives, the fraction that change the shape (else the colour)
     vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
                                                    mlp_hidden=384))
     text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=2, heads=4,
@@ -70,8 +71,8 @@ class CaptionBatches:
     - single_object: fraction of one-object scenes (the rest have 1-3 objects, uniformly).
     - korean: fraction of captions in Korean; template_weights: weights of `data.captions`' templates, in order.
     - hard_negatives: fraction of scenes that copy the previous scene with ONE attribute of one object changed —
-      its shape or its colour (staying a train pair). Such a pair differs only there, so the batch cannot be
-      solved by colour or position alone: it is what makes the model learn shapes quickly.
+      its shape (probability hard_shape) or its colour, staying a train pair. Such a pair differs only there,
+      so the batch cannot be solved by colour or position alone: it is what makes the model learn shapes quickly.
     - unique_captions: re-draw a caption that is already in the batch (a duplicate caption is a false negative:
       the loss would push apart an image and a caption that match).
     Token ids are trimmed to the longest caption of the batch: padding after <eos> is never read.
@@ -80,10 +81,11 @@ class CaptionBatches:
     def __init__(self, tokenizer: Tokenizer, batch: int, seed: int = 0, single_object: float = 0.5,
                  korean: float = 0.25, split: str = "train", size: int = 32,
                  template_weights: list[float] | None = None, hard_negatives: float = 0.0,
-                 unique_captions: bool = False):
+                 unique_captions: bool = False, hard_shape: float = 0.5):
         self.tok, self.batch, self.seed = tokenizer, batch, seed
         self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
+        self.hard_shape = hard_shape
         self._ids: dict[str, list[int]] = {}
         self._allowed = set(data.TRAIN_PAIRS if split == "train" else data.ALL_PAIRS)
 
@@ -92,7 +94,7 @@ class CaptionBatches:
         objs = list(scene.objects)
         i = rng.randrange(len(objs))
         o = objs[i]
-        if rng.random() < 0.5:
+        if rng.random() < self.hard_shape:
             options = [data.Obj(s, o.colour, o.size, o.position) for s in data.SHAPES
                        if s != o.shape and (o.colour, s) in self._allowed]
         else:
@@ -147,9 +149,15 @@ class CaptionBatches:
 
 
 def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`)."""
-    core = getattr(model, "module", model)  # DDP wraps the model; the towers live on .module
-    return clip_loss(core.encode_image(batch["pixels"]), core.encode_text(batch["ids"]), core.logit_scale)
+    """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`).
+
+    The forward goes through `model(...)` so that, under torchrun, DDP's wrapper sees it (it syncs gradients);
+    `clip_loss_distributed` then contrasts every image with the captions of all processes (plain `clip_loss` when
+    not distributed).
+    """
+    out = model(batch["pixels"], batch["ids"])
+    core = getattr(model, "module", model)  # DDP wraps the model; logit_scale lives on .module
+    return clip_loss_distributed(out.image_embeds, out.text_embeds, core.logit_scale)
 
 
 # ---- zero-shot evaluation ---------------------------------------------------------------------------------------
@@ -169,6 +177,8 @@ def task_prompts(task: str, style: str = "world") -> list[list[str]]:
     style="world": the world's own caption phrasing ("a red circle", "a red shape on the left", ...).
     style="photo": CLIP's "a photo of a {label}." (words our captions never use — shows why prompts matter).
     """
+    if task not in data.ZERO_SHOT_TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(data.ZERO_SHOT_TASKS)}")
     task_obj = data.ZERO_SHOT_TASKS[task]
     if style == "photo":
         return [[f"a photo of {_a(label)}."] for label in task_obj.labels]
@@ -190,12 +200,12 @@ def task_prompts(task: str, style: str = "world") -> list[list[str]]:
         for k, word in enumerate(task_obj.labels, start=1):
             prompts = []
             for _ in range(8):
-                objs = [_a(f"{rng.choice(data.COLOURS)} {rng.choice(data.SHAPES)}") for _ in range(k)]
+                objs = [_a(rng.choice(data.SHAPES)) for _ in range(k)]   # short: "a circle, a star and a cross"
                 listed = objs[0] if k == 1 else ", ".join(objs[:-1]) + " and " + objs[-1]
                 prompts.append(f"there {'is' if k == 1 else 'are'} {word} shape{'s' if k > 1 else ''}: {listed}")
             out.append(prompts)
         return out
-    raise ValueError(f"unknown task {task!r}; known: {sorted(data.ZERO_SHOT_TASKS)}")
+    raise ValueError(f"no world-style prompts for task {task!r}")
 
 
 @torch.no_grad()
@@ -261,7 +271,7 @@ def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", prog
     model = build_tiny_clip(recipe, tok)
     batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
-                             unique_captions=recipe.unique_captions)
+                             unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape)
     t0 = time.perf_counter()
     hist = train(model, clip_batch_loss, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
                  weight_decay=recipe.weight_decay, min_lr_ratio=recipe.min_lr_ratio, betas=(0.9, 0.98),
@@ -304,6 +314,7 @@ def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: 
                                                                 "shape", "size", "position", "count")},
         "train": {"steps": recipe.steps, "wall_seconds": round(seconds, 1), "device": "cpu",
                   "final_loss": float(np.mean(hist[-20:])), "first_loss": hist[0],
+                  "loss_every_10_steps": [round(float(np.mean(hist[i:i + 10])), 4) for i in range(0, len(hist), 10)],
                   "load_average_before": load_before, "load_average_after": machine()["load_average_1_5_15"]},
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

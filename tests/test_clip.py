@@ -180,3 +180,45 @@ def test_shipped_tiny_clip_loads_and_fits_budget():
         assert key in card
     ids = tok(["a red circle"], context_length=model.cfg.text.context_length)
     assert model.encode_text(ids).shape == (1, model.cfg.embed_dim)
+
+
+# ---- the tiny-CLIP recipe's data and evaluation (minimal.checkpoints) ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tok():
+    from minimal.tokenizer import shapes_tokenizer
+    return shapes_tokenizer(n_scenes=300)
+
+
+def test_caption_batches_deterministic_train_split_and_unique(tok):
+    from minimal import data
+    from minimal.checkpoints import CaptionBatches
+
+    b = CaptionBatches(tok, 64, seed=5, hard_negatives=0.5, unique_captions=True)
+    one, two = b(3), CaptionBatches(tok, 64, seed=5, hard_negatives=0.5, unique_captions=True)(3)
+    assert torch.equal(one["pixels"], two["pixels"]) and torch.equal(one["ids"], two["ids"])
+    assert one["pixels"].shape == (64, 3, 32, 32) and one["ids"].shape[0] == 64
+    assert (one["ids"] == tok.eos_token_id).sum() == 64          # trimmed, but every caption keeps its eos
+    scenes, caps = b.scenes_and_captions(3)
+    assert len(set(caps)) == 64
+    assert not any(s.is_heldout() for s in scenes)               # never a held-out pair in training
+    changed = [sum(a != c for a, c in zip(x.objects, y.objects, strict=True))
+               for x, y in zip(scenes, scenes[1:], strict=False) if len(x.objects) == len(y.objects)
+               and [o.position for o in x.objects] == [o.position for o in y.objects]]
+    assert changed.count(1) >= 10                                # hard negatives: one object differs
+    assert data.Scene  # noqa: B018
+
+
+def test_evaluate_clip_reports_every_task(tok):
+    from minimal.checkpoints import ClipRecipe, build_tiny_clip, evaluate_clip, task_prompts
+
+    recipe = ClipRecipe(vit=dict(image_size=32, patch_size=8, width=16, layers=1, heads=2, mlp_hidden=32),
+                        text=dict(context_length=32, width=16, layers=1, heads=2, mlp_hidden=32))
+    model = build_tiny_clip(recipe, tok)
+    out = evaluate_clip(model, tok, seed=1, n=20)
+    for key in ("zeroshot_seen", "zeroshot_unseen", "colour", "shape", "size", "position", "count"):
+        assert 0.0 <= out[key] <= 1.0
+    assert task_prompts("colour_shape")[0] == ["a red circle"]
+    assert task_prompts("colour_shape", "photo")[1] == ["a photo of a red square."]
+    with pytest.raises(ValueError, match="unknown task"):
+        task_prompts("texture")
