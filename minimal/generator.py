@@ -211,18 +211,26 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 @torch.no_grad()
 def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_size: int = 32,
-               progress: bool = False) -> list[torch.Tensor]:
+               progress: bool = False, cache: dict | None = None) -> list[torch.Tensor]:
     """The frozen LLM's hidden states after decoder layer `layer` (1-based) for each text, read as a chat turn.
 
     Each text is wrapped in the chat template (system `SYSTEM`, user text, assistant prompt). Returns one float32
     tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a hook stops the forward
     there), texts are batched by length and right-padded (padding never changes a causal model's real positions).
+    cache: a dict kept by the caller, {(layer, text): states}; texts already in it are not run again (the LLM is
+    frozen, so its states for a text never change).
     """
     from .llm import chat_prompt
 
     layers = _decoder_layers(model)
     if not 1 <= layer <= len(layers):
         raise ValueError(f"layer must be in 1..{len(layers)}, got {layer}")
+    if cache is not None:
+        todo = list(dict.fromkeys(t for t in texts if (layer, t) not in cache))
+        if todo:
+            cache.update(zip([(layer, t) for t in todo], llm_states(model, tokenizer, todo, layer, batch_size,
+                                                                    progress), strict=True))
+        return [cache[(layer, t)] for t in texts]
     ids = [tokenizer(chat_prompt(tokenizer, t, system=SYSTEM))["input_ids"] for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     device = next(model.parameters()).device
@@ -689,6 +697,7 @@ class OutputSide(nn.Module):
         self.llm, self.tokenizer = freeze(llm), tokenizer
         self.projector, self.generator = projector.eval(), freeze(generator)
         self.steps, self.guidance = steps, guidance
+        self.states_cache: dict[tuple[int, str], torch.Tensor] = {}   # the LLM is frozen: its states never change
 
     @classmethod
     def load(cls, projector: str | Path = PROJECTOR_PATH, generator: str | Path = GENERATOR_PATH,
@@ -702,7 +711,8 @@ class OutputSide(nn.Module):
     @torch.no_grad()
     def decide(self, texts: list[str]) -> ProjectorOutput:
         """Run the frozen LLM (up to the projector's layer) and the projector on a batch of requests."""
-        states, mask = pad_states(llm_states(self.llm, self.tokenizer, texts, self.projector.cfg.layer))
+        states, mask = pad_states(llm_states(self.llm, self.tokenizer, texts, self.projector.cfg.layer,
+                                             cache=self.states_cache))
         return self.projector(states, mask)
 
     @torch.no_grad()
@@ -741,7 +751,8 @@ def evaluate(side: OutputSide, judge: Judge, table: PhraseTable, seed: int = 123
     """
     requests = request_set(n, seed, split)
     if states is None:
-        states = llm_states(side.llm, side.tokenizer, [r.text for r in requests], side.projector.cfg.layer)
+        states = llm_states(side.llm, side.tokenizer, [r.text for r in requests], side.projector.cfg.layer,
+                            cache=side.states_cache)
     x, mask = pad_states(states)
     out = side.projector(x, mask)
     wants = torch.tensor([r.wants_image for r in requests])

@@ -130,6 +130,9 @@ def test_llm_states_equal_the_full_forward_and_ignore_padding(tiny_llm):
         torch.testing.assert_close(s, ref, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="layer"):
         G.llm_states(llm, tok, texts, layer=4)
+    cache: dict = {}
+    cached = G.llm_states(llm, tok, texts + texts[:1], layer=2, cache=cache)
+    assert len(cache) == 3 and all(torch.equal(a, b) for a, b in zip(cached, states + states[:1], strict=True))
 
 
 # ---- output projector ---------------------------------------------------------------------------------------------
