@@ -277,11 +277,14 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--compile-models", default=None, help="comma list: compile only these (default: all)")
     ap.add_argument("--profile", default=None, help="write torch.profiler tables into this folder")
     ap.add_argument("--profile-models", default="ours,hf", help="comma list of mode:name or name (eager)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cname = args.config or ("b32" if device.type == "cuda" else "tiny")

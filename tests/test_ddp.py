@@ -30,7 +30,7 @@ def _torchrun(tmp_path: Path, *extra: str) -> dict:
 def test_two_gloo_processes_train_and_agree(tmp_path):
     result = _torchrun(tmp_path)
     assert result["world_size"] == 2
-    assert result["loss_last5"] < result["loss_first5"] - 0.1, result     # it trains
+    assert result["loss_last5"] < result["loss_first5"] - 0.05, result    # it trains
 
     (w0, c0), (w1, c1) = (load_safetensors(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
     assert (c0["rank"], c1["rank"]) == (0, 1)
