@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
+    ap.add_argument("--note", default=None, help="a remark stored in the JSON (e.g. the machine's load)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--compile-models", default=None, help="comma list: compile only these (default: all)")
     ap.add_argument("--profile", default=None, help="write torch.profiler tables into this folder")
@@ -348,6 +349,8 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
         "results": results, "ratios": ratios,
         "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": skipped,
     }
+    if args.note:
+        out["note"] = args.note
     if profiles:
         out["profile_ms_per_step"] = profiles  # device time by kernel kind (3 profiled steps), host CPU time
     text = json.dumps(out, indent=1)
