@@ -17,6 +17,8 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor, nn
 
+from .accounting import count_parameters  # noqa: F401  (re-exported: one parameter counter for the course)
+
 KINDS = ("linear", "mlp")
 
 
@@ -63,8 +65,3 @@ class Projector(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.net(pixel_shuffle(features, self.shuffle))
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with requires_grad)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
