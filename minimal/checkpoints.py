@@ -12,6 +12,7 @@ Files written (next to each other): ``tiny_clip.safetensors`` (weights + config)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,6 +52,8 @@ class ClipRecipe:
     hard_negatives: float = 0.0     # fraction of scenes that differ from the previous one in one attribute
     unique_captions: bool = False   # no caption twice in a batch (no false negatives from duplicates)
     hard_shape: float = 0.5         # of the hard negatives, the fraction that change the shape (else the colour)
+    grey: float = 0.0               # fraction of grey images captioned without colour words
+    text_buckets: int = 1           # encode captions in this many length groups (speed only, see CLIP.encode_text)
     vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
                                                    mlp_hidden=384))
     text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=2, heads=4,
@@ -64,6 +68,8 @@ class ClipRecipe:
 
 # ---- data ----------------------------------------------------------------------------------------------------
 
+GREY_TEMPLATES = (4, 6)  # indices into data.captions(...) of the templates without colour words (both languages)
+
 class CaptionBatches:
     """Factory `step -> {"pixels": (B,3,32,32) normalised, "ids": (B,T)}` of fresh train-split scenes.
 
@@ -73,6 +79,9 @@ class CaptionBatches:
     - hard_negatives: fraction of scenes that copy the previous scene with ONE attribute of one object changed —
       its shape (probability hard_shape) or its colour, staying a train pair. Such a pair differs only there,
       so the batch cannot be solved by colour or position alone: it is what makes the model learn shapes quickly.
+    - grey: fraction of images drawn in grey with a caption that names no colour. The shape must then be told
+      without its colour, so the ViT learns shape features shared by all colours — the ones an unseen
+      colour–shape pair needs.
     - unique_captions: re-draw a caption that is already in the batch (a duplicate caption is a false negative:
       the loss would push apart an image and a caption that match).
     Token ids are trimmed to the longest caption of the batch: padding after <eos> is never read.
@@ -81,11 +90,11 @@ class CaptionBatches:
     def __init__(self, tokenizer: Tokenizer, batch: int, seed: int = 0, single_object: float = 0.5,
                  korean: float = 0.25, split: str = "train", size: int = 32,
                  template_weights: list[float] | None = None, hard_negatives: float = 0.0,
-                 unique_captions: bool = False, hard_shape: float = 0.5):
+                 unique_captions: bool = False, hard_shape: float = 0.5, grey: float = 0.0):
         self.tok, self.batch, self.seed = tokenizer, batch, seed
         self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
-        self.hard_shape = hard_shape
+        self.hard_shape, self.grey = hard_shape, grey
         self._ids: dict[str, list[int]] = {}
         self._allowed = set(data.TRAIN_PAIRS if split == "train" else data.ALL_PAIRS)
 
@@ -103,34 +112,40 @@ class CaptionBatches:
         objs[i] = rng.choice(options)
         return data.Scene(tuple(objs))
 
-    def _caption(self, scene: data.Scene, rng: random.Random) -> str:
+    def _caption(self, scene: data.Scene, rng: random.Random, grey: bool = False) -> str:
         options = data.captions(scene, "ko" if rng.random() < self.korean else "en")
+        if grey:  # only the templates that never name a colour: "a circle on the left", "a small circle"
+            return rng.choice([options[i] for i in GREY_TEMPLATES])
         if self.template_weights is None:
             return rng.choice(options)
         w = [self.template_weights[i] if i < len(self.template_weights) else 1.0 for i in range(len(options))]
         return rng.choices(options, weights=w)[0]
 
-    def scenes_and_captions(self, step: int) -> tuple[list[data.Scene], list[str]]:
+    def scenes_and_captions(self, step: int) -> tuple[list[data.Scene], list[str], list[bool]]:
+        """The batch of `step` before rendering: scenes, one caption each, and which images are drawn grey."""
         rng = random.Random(f"clip/{self.seed}/{step}")
         scenes: list[data.Scene] = []
         caps: list[str] = []
+        greys: list[bool] = []
         seen: set[str] = set()
         while len(scenes) < self.batch:
             if scenes and rng.random() < self.hard_negatives:
                 scene = self._mutate(scenes[-1], rng)
             else:
                 scene = data.sample_scene(rng, 1 if rng.random() < self.single_object else None, self.split)
-            cap = self._caption(scene, rng)
+            grey = rng.random() < self.grey
+            cap = self._caption(scene, rng, grey)
             for _ in range(8 if self.unique else 0):
                 if cap not in seen:
                     break
-                cap = self._caption(scene, rng)
+                cap = self._caption(scene, rng, grey)
             if self.unique and cap in seen:
                 continue  # every template of this scene is taken: draw another scene
             seen.add(cap)
             scenes.append(scene)
             caps.append(cap)
-        return scenes, caps
+            greys.append(grey)
+        return scenes, caps, greys
 
     def encode(self, caps: list[str]) -> torch.Tensor:
         """Captions -> (B, T) ids, T = longest caption + bos + eos (token ids cached per caption)."""
@@ -143,19 +158,24 @@ class CaptionBatches:
         return torch.tensor([r[:t] for r in rows], dtype=torch.long)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        scenes, caps = self.scenes_and_captions(step)
-        pixels = data.normalize(data.render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}"))
-        return {"pixels": pixels, "ids": self.encode(caps)}
+        scenes, caps, greys = self.scenes_and_captions(step)
+        pixels = data.render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}")
+        if any(greys):  # luminance, repeated on the three channels
+            g = torch.tensor(greys)
+            lum = (pixels[g] * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            pixels[g] = lum.expand(-1, 3, -1, -1)
+        return {"pixels": data.normalize(pixels), "ids": self.encode(caps)}
 
 
-def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`).
+def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor], length_buckets: int = 1) -> torch.Tensor:
+    """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`). `length_buckets`: see
+    `CLIP.encode_text` (a speed-up only).
 
     The forward goes through `model(...)` so that, under torchrun, DDP's wrapper sees it (it syncs gradients);
     `clip_loss_distributed` then contrasts every image with the captions of all processes (plain `clip_loss` when
     not distributed).
     """
-    out = model(batch["pixels"], batch["ids"])
+    out = model(batch["pixels"], batch["ids"], length_buckets=length_buckets)
     core = getattr(model, "module", model)  # DDP wraps the model; logit_scale lives on .module
     return clip_loss_distributed(out.image_embeds, out.text_embeds, core.logit_scale)
 
@@ -263,20 +283,33 @@ def build_tiny_clip(recipe: ClipRecipe, tok: Tokenizer) -> CLIP:
     return CLIP(CLIPConfig(vision=ViTConfig(**recipe.vit), text=text, embed_dim=recipe.embed_dim))
 
 
+class TrainedClip(NamedTuple):
+    """What `train_tiny_clip` returns. cpu_seconds: CPU time of this process (all threads) while training — a
+    figure that, unlike wall time, does not grow when other programs share the machine."""
+
+    model: CLIP
+    tokenizer: Tokenizer
+    history: list[float]
+    wall_seconds: float
+    cpu_seconds: float
+
+
 def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", progress: bool = True,
-                    on_step=None, amp: bool | None = False) -> tuple[CLIP, Tokenizer, list[float], float]:
-    """Train the tiny CLIP -> (model, tokenizer, loss history, training wall seconds)."""
+                    on_step=None, amp: bool | None = False) -> TrainedClip:
+    """Train the tiny CLIP (tokenizer included) with `recipe`; the model comes back in eval mode."""
     tok = shapes_tokenizer(seed=recipe.seed, vocab_size=recipe.vocab_size,
                            context_length=recipe.text["context_length"])
     model = build_tiny_clip(recipe, tok)
     batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
-                             unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape)
-    t0 = time.perf_counter()
-    hist = train(model, clip_batch_loss, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
+                             unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape,
+                             grey=recipe.grey)
+    t0, c0 = time.perf_counter(), time.process_time()
+    loss_fn = functools.partial(clip_batch_loss, length_buckets=recipe.text_buckets)
+    hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
                  weight_decay=recipe.weight_decay, min_lr_ratio=recipe.min_lr_ratio, betas=(0.9, 0.98),
                  device=device, amp=amp, progress=progress, on_step=on_step)
-    return model.eval(), tok, hist, time.perf_counter() - t0
+    return TrainedClip(model.eval(), tok, hist, time.perf_counter() - t0, time.process_time() - c0)
 
 
 def machine() -> dict:
@@ -297,7 +330,7 @@ def machine() -> dict:
 def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: int = 12345) -> dict:
     """Train, evaluate on a world seed the training never used, and write weights, tokenizer and card."""
     load_before = machine()["load_average_1_5_15"]
-    model, tok, hist, seconds = train_tiny_clip(recipe)
+    model, tok, hist, seconds, cpu_seconds = train_tiny_clip(recipe)
     metrics = evaluate_clip(model, tok, seed=eval_seed)
     metrics_photo = evaluate_clip(model, tok, seed=eval_seed, style="photo")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +346,7 @@ def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: 
         "metrics_photo_prompts": {k: metrics_photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour",
                                                                 "shape", "size", "position", "count")},
         "train": {"steps": recipe.steps, "wall_seconds": round(seconds, 1), "device": "cpu",
+                  "process_cpu_seconds": round(cpu_seconds, 1),
                   "final_loss": float(np.mean(hist[-20:])), "first_loss": hist[0],
                   "loss_every_10_steps": [round(float(np.mean(hist[i:i + 10])), 4) for i in range(0, len(hist), 10)],
                   "load_average_before": load_before, "load_average_after": machine()["load_average_1_5_15"]},

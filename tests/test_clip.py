@@ -116,6 +116,20 @@ def test_init_and_shapes():
     assert m.encode_text(ids).shape == (2, 8)
 
 
+def test_length_buckets_give_the_same_embeddings():
+    m = _tiny().eval()
+    ids = torch.tensor([[1, 5, 6, 3, 0, 0, 0, 0], [1, 7, 3, 0, 0, 0, 0, 0], [1, 5, 6, 7, 8, 9, 4, 3],
+                        [1, 3, 0, 0, 0, 0, 0, 0], [1, 9, 9, 9, 3, 0, 0, 0]])
+    with torch.no_grad():
+        want = m.encode_text(ids)
+        for buckets in (2, 3, 5, 8):
+            assert torch.allclose(m.encode_text(ids, length_buckets=buckets), want, atol=1e-5)
+    ids.requires_grad_(False)
+    loss = m(torch.randn(5, 3, 16, 16), ids, length_buckets=2).logits_per_image.sum()
+    loss.backward()  # gradients flow through the scattered buckets
+    assert m.text.token_embedding.weight.grad is not None
+
+
 def test_save_load_roundtrip(tmp_path):
     m = _tiny()
     m.save(tmp_path / "m.safetensors", extra={"note": "x"})
@@ -199,7 +213,7 @@ def test_caption_batches_deterministic_train_split_and_unique(tok):
     assert torch.equal(one["pixels"], two["pixels"]) and torch.equal(one["ids"], two["ids"])
     assert one["pixels"].shape == (64, 3, 32, 32) and one["ids"].shape[0] == 64
     assert (one["ids"] == tok.eos_token_id).sum() == 64          # trimmed, but every caption keeps its eos
-    scenes, caps = b.scenes_and_captions(3)
+    scenes, caps, _ = b.scenes_and_captions(3)
     assert len(set(caps)) == 64
     assert not any(s.is_heldout() for s in scenes)               # never a held-out pair in training
     changed = [sum(a != c for a, c in zip(x.objects, y.objects, strict=True))
