@@ -327,10 +327,22 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
-def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: int = 12345) -> dict:
+def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: int = 12345,
+                          threads: int | None = None) -> dict:
     """Train, evaluate on a world seed the training never used, and write weights, tokenizer and card."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     load_before = machine()["load_average_1_5_15"]
-    model, tok, hist, seconds, cpu_seconds = train_tiny_clip(recipe)
+    trained = train_tiny_clip(recipe)
+    return save_clip_checkpoint(trained, recipe, out, eval_seed, load_before,
+                                command="python -m minimal.checkpoints clip " + " ".join(sys.argv[2:]))
+
+
+def save_clip_checkpoint(trained: TrainedClip, recipe: ClipRecipe, out: Path, eval_seed: int,
+                         load_before: list[float] | None, command: str) -> dict:
+    """Evaluate `trained` and write ``out`` (weights + config), its tokenizer and its JSON card; return the card."""
+    model, tok, hist = trained.model, trained.tokenizer, trained.history
+    load_after = machine()["load_average_1_5_15"]
     metrics = evaluate_clip(model, tok, seed=eval_seed)
     metrics_photo = evaluate_clip(model, tok, seed=eval_seed, style="photo")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,24 +351,23 @@ def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: 
         "what": "CLIP trained from scratch on the Shapes world's train split (8 colour-shape pairs held out)",
         "config": model.cfg.to_dict(),
         "recipe": asdict(recipe),
-        "command": "python -m minimal.checkpoints clip " + " ".join(sys.argv[2:]),
+        "command": command,
         "seed": recipe.seed,
         "eval_world_seed": eval_seed,
         "metrics": metrics,
         "metrics_photo_prompts": {k: metrics_photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour",
                                                                 "shape", "size", "position", "count")},
-        "train": {"steps": recipe.steps, "wall_seconds": round(seconds, 1), "device": "cpu",
-                  "process_cpu_seconds": round(cpu_seconds, 1),
+        "train": {"steps": recipe.steps, "wall_seconds": round(trained.wall_seconds, 1), "device": "cpu",
+                  "process_cpu_seconds": round(trained.cpu_seconds, 1),
                   "final_loss": float(np.mean(hist[-20:])), "first_loss": hist[0],
                   "loss_every_10_steps": [round(float(np.mean(hist[i:i + 10])), 4) for i in range(0, len(hist), 10)],
-                  "load_average_before": load_before, "load_average_after": machine()["load_average_1_5_15"]},
+                  "load_average_before": load_before, "load_average_after": load_after},
         "machine": machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     model.save(out, extra={"card": {k: card[k] for k in ("name", "seed", "date")}})
     tok.save(out.with_name(out.name.replace(".safetensors", ".tokenizer.json")))
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     card["file_bytes"] = out.stat().st_size
     out.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
@@ -368,11 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--out", type=Path, default=TINY_CLIP)
     parser.add_argument("--eval-seed", type=int, default=12345)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is faster on a machine others load)")
     args = parser.parse_args(argv)
     recipe = ClipRecipe()
     if args.steps is not None:
         recipe.steps = args.steps
-    card = write_clip_checkpoint(recipe, args.out, args.eval_seed)
+    card = write_clip_checkpoint(recipe, args.out, args.eval_seed, args.threads)
     print(json.dumps({"metrics": card["metrics"], "train": card["train"], "file_bytes": card["file_bytes"]},
                      indent=2))
 
