@@ -597,7 +597,7 @@ class ProjectorRecipe:
 
     def small(self) -> ProjectorRecipe:
         """Fast-mode variant: fewer requests and steps."""
-        return ProjectorRecipe(**{**asdict(self), "n_train": 160, "steps": 150})
+        return ProjectorRecipe(**{**asdict(self), "n_train": 160, "steps": 250})
 
 
 class ProjectorBatches:
@@ -848,8 +848,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--seed", type=int, default=None, help="training seed (evaluate: world seed)")
     parser.add_argument("--eval-seed", type=int, default=12345)
+    parser.add_argument("--clip", type=Path, default=None, help="tiny CLIP checkpoint (default: the shipped one)")
     args = parser.parse_args(argv)
-    clip, clip_tok = load_tiny_clip()
+    clip, clip_tok = load_tiny_clip(args.clip) if args.clip else load_tiny_clip()
     table, judge = PhraseTable(clip, clip_tok), Judge(clip, clip_tok)
     load_before = machine()["load_average_1_5_15"]
     if args.which == "generator":
