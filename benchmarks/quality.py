@@ -113,12 +113,18 @@ def generator_quality(seed: int, n: int = 1000) -> dict:
     for path in (TINY_CLIP, generator.GENERATOR_PATH, generator.PROJECTOR_PATH):
         if not path.is_file():
             return {"missing": f"{path} (run `python -m minimal.generator generator` / `... projector`)"}
+    import os
+
     clip, tok = load_tiny_clip()
     side = generator.OutputSide.load()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = generator.evaluate(side, generator.Judge(clip, tok), generator.PhraseTable(clip, tok), seed=seed,
                              n=min(n, 400))
     out["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    out["eval_cpu_seconds"] = round(time.process_time() - cpu0, 1)
+    out["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    out["checkpoints"] = {name: generator.read_card(path)["date"] for name, path in
+                          (("generator", generator.GENERATOR_PATH), ("output_projector", generator.PROJECTOR_PATH))}
     return out
 
 

@@ -821,8 +821,19 @@ def read_card(path: str | Path) -> dict:
 
 # ---- command line: retrain the shipped checkpoints ------------------------------------------------------------------
 
+def _clip_identity(path: str | Path | None) -> dict:
+    """Which tiny CLIP a checkpoint was trained against (its conditioning space): path and SHA-256."""
+    import hashlib
+
+    from .clip import TINY_CLIP
+
+    path = Path(path or TINY_CLIP)
+    return {"path": str(path.relative_to(CHECKPOINT_DIR.parent.parent) if path.is_relative_to(CHECKPOINT_DIR.parent.parent)
+                        else path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def _card(name: str, what: str, module: nn.Module, recipe, seconds: float, history: list[float], metrics: dict,
-          load_before: list | None, cpu_seconds: float | None = None) -> dict:
+          load_before: list | None, cpu_seconds: float | None = None, clip_path: str | Path | None = None) -> dict:
     from .checkpoints import machine
 
     return {
@@ -834,6 +845,7 @@ def _card(name: str, what: str, module: nn.Module, recipe, seconds: float, histo
                   "first_loss": round(history[0], 5), "final_loss": round(sum(history[-20:]) / 20, 5),
                   "load_average_before": load_before, "load_average_after": machine()["load_average_1_5_15"]},
         "parameters": sum(p.numel() for p in module.parameters()),
+        "clip": _clip_identity(clip_path),
         "machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -866,7 +878,7 @@ def main(argv: list[str] | None = None) -> None:
                    "sampler": {"steps": 10, "guidance": 2.0}}
         card = _card("generator", "flow-matching U-Net drawing 32-px Shapes images from tiny-CLIP text embeddings "
                      "(pretrained on all 48 colour-shape pairs, then frozen)", generator, recipe, seconds, history,
-                     metrics, load_before, cpu_seconds)
+                     metrics, load_before, cpu_seconds, args.clip)
         save_checkpoint(generator, GENERATOR_PATH, card)
     elif args.which == "projector":
         recipe = ProjectorRecipe(**({"seed": args.seed} if args.seed is not None else {}))
@@ -878,7 +890,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = evaluate(OutputSide(llm, tok, projector, load_generator()), judge, table, args.eval_seed)
         card = _card("output_projector", "attention pooling + MLP on SmolLM2-135M-Instruct hidden states: "
                      "image-or-text decision and tiny-CLIP text embedding of the request", projector, recipe,
-                     seconds, history, metrics, load_before, cpu_seconds)
+                     seconds, history, metrics, load_before, cpu_seconds, args.clip)
         save_checkpoint(projector, PROJECTOR_PATH, card)
     else:
         side = OutputSide.load()
