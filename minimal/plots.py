@@ -32,9 +32,9 @@ def use_korean_font() -> bool:
         font_manager.fontManager.addfont(str(path))
     if not fonts:
         return False
-    # Keep DejaVu Sans as the fallback for symbols NanumGothic lacks (e.g. the minus sign on axes).
-    plt.rcParams["font.family"] = [KOREAN_FONT, "DejaVu Sans"]
-    plt.rcParams["axes.unicode_minus"] = False
+    # DejaVu Sans first, NanumGothic as the fallback for Hangul: NanumGothic lacks the minus sign (U+2212) that
+    # log-scale tick labels draw through mathtext, and mathtext uses only the first family (no fallback).
+    plt.rcParams["font.family"] = ["DejaVu Sans", KOREAN_FONT]
     return True
 
 
