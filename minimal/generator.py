@@ -861,6 +861,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="training seed (evaluate: world seed)")
     parser.add_argument("--eval-seed", type=int, default=12345)
     parser.add_argument("--clip", type=Path, default=None, help="tiny CLIP checkpoint (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the checkpoint + card (default: the shipped path in data/checkpoints/)")
     args = parser.parse_args(argv)
     clip, clip_tok = load_tiny_clip(args.clip) if args.clip else load_tiny_clip()
     table, judge = PhraseTable(clip, clip_tok), Judge(clip, clip_tok)
@@ -879,7 +881,7 @@ def main(argv: list[str] | None = None) -> None:
         card = _card("generator", "flow-matching U-Net drawing 32-px Shapes images from tiny-CLIP text embeddings "
                      "(pretrained on all 48 colour-shape pairs, then frozen)", generator, recipe, seconds, history,
                      metrics, load_before, cpu_seconds, args.clip)
-        save_checkpoint(generator, GENERATOR_PATH, card)
+        save_checkpoint(generator, args.out or GENERATOR_PATH, card)
     elif args.which == "projector":
         recipe = ProjectorRecipe(**({"seed": args.seed} if args.seed is not None else {}))
         recipe.steps = args.steps or recipe.steps
@@ -891,7 +893,7 @@ def main(argv: list[str] | None = None) -> None:
         card = _card("output_projector", "attention pooling + MLP on SmolLM2-135M-Instruct hidden states: "
                      "image-or-text decision and tiny-CLIP text embedding of the request", projector, recipe,
                      seconds, history, metrics, load_before, cpu_seconds, args.clip)
-        save_checkpoint(projector, PROJECTOR_PATH, card)
+        save_checkpoint(projector, args.out or PROJECTOR_PATH, card)
     else:
         side = OutputSide.load()
         card = evaluate(side, judge, table, args.seed if args.seed is not None else args.eval_seed)
