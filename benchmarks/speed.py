@@ -5,11 +5,17 @@
     python benchmarks/speed.py --config b32 --out benchmarks/results/h100_2026-11-27.json
 
 What is timed: one training step *without* the optimizer — forward of both towers, the contrastive loss, backward
-(``zero_grad(set_to_none=True)`` between steps) — for each model, eager and `torch.compile`d. Every model gets the
-same random HF `CLIPModel` weights (ours through `CLIP.from_hf_state_dict`, open_clip through a key mapping), so
-they do the same math; a float32 check of their logits is part of the output. Model FLOPs per step come from
-`torch.utils.flop_counter.FlopCounterMode` (matmuls and attention: what a GPU's tensor cores do), MFU is achieved
-FLOP/s over the bf16 matmul peak measured in the same run with one large matrix product.
+(``zero_grad(set_to_none=True)`` between steps) — for each model, eager and `torch.compile`d. `--modes` picks other
+execution settings, each applied to every model alike (ratios are only ever taken within one setting):
+``eager``, ``compiled`` (torch.compile's default), ``reduce-overhead`` and ``max-autotune-no-cudagraphs`` (those
+torch.compile modes), and ``graphed`` — the eager step (forward + loss + backward) captured once in a CUDA graph
+with `torch.cuda.graph` and replayed: no Python and no kernel launches per step, the launch-bound limit removed.
+(`graphed` measured in benchmarks/results/h100_cudagraphs_2026-11-27.json; the two compile modes are wired up but
+not yet measured.) Every model gets the same random HF `CLIPModel` weights (ours through `CLIP.from_hf_state_dict`,
+open_clip through a key mapping), so they do the same math; a float32 check of their logits is part of the output.
+Model FLOPs per step come from `torch.utils.flop_counter.FlopCounterMode` (matmuls and attention: what a GPU's
+tensor cores do), MFU is achieved FLOP/s over the bf16 matmul peak measured in the same run with one large matrix
+product.
 
 Prints one JSON object (device, date, versions, config, per-model samples/s, ratios ours/HF and ours/open_clip at
 the same compile setting, FLOPs, peak, MFU). open_clip is measured when it imports (it needs torchvision).
@@ -216,6 +222,55 @@ def make_step(model, loss_fn, autocast_dtype, device):
     return step
 
 
+def graphed_step(model, loss_fn, autocast_dtype, device, px, ids):
+    """The whole eager step captured in one CUDA graph (static inputs: the benchmark feeds the same tensors).
+
+    Warm-up runs on a side stream (cuBLAS/cuDNN pick their kernels and workspaces), then one capture. The gradients
+    are allocated during the capture and rewritten in place by every replay, so they must not be set to None
+    between replays. A graph cannot read a value back to the host, so our model's eager-only input checks are
+    switched off for it (HF and open_clip have none): `check_ids` on the instance here, the finite-features check
+    of `losses.clip_loss` skips itself while a capture is under way."""
+    text = getattr(model, "text", None)
+    if text is not None and hasattr(text, "check_ids"):
+        text.check_ids = lambda ids: None
+
+    def run():
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                            cache_enabled=False):  # autocast's weight-cast cache must not outlive a capture
+            loss = loss_fn(px, ids)
+        loss.backward()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    model.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    if text is not None and "check_ids" in vars(text):
+        del text.check_ids  # the graph never calls Python again: other settings get the checks back
+    return lambda *_: graph.replay()
+
+
+MODES = ["eager", "compiled", "reduce-overhead", "max-autotune-no-cudagraphs", "graphed"]
+
+
+def build_step(mode: str, model, loss_factory, amp, device, px, ids):
+    """One training step of `model` in execution setting `mode` (see the module docstring)."""
+    fn = loss_factory(model)
+    if mode == "graphed":
+        return graphed_step(model, fn, amp, device, px, ids)
+    if mode == "compiled":
+        fn = torch.compile(fn)
+    elif mode != "eager":
+        fn = torch.compile(fn, mode=mode)
+    return make_step(model, fn, amp, device)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -226,20 +281,23 @@ def run_suite(models: dict, modes: list[str], px, ids, amp, device, args, peak, 
     """Time every (model, mode) pair. Rounds are interleaved (each round times every pair once) so a machine
     whose load drifts — a shared CPU, a GPU warming up — biases no model; the median round is reported."""
     batch = px.shape[0]
-    steps, flops, first = {}, {}, {}
+    steps, flops, first, failed = {}, {}, {}, {}
     for name, (model, loss_factory) in models.items():
         model.to(device).train()
         flops[name] = step_flops(make_step(model, loss_factory(model), amp, device), px, ids)
         for mode in modes:
-            fn = loss_factory(model)
-            if mode == "compiled":
-                if compile_only is not None and name not in compile_only:
-                    continue
-                fn = torch.compile(fn)
-            step = make_step(model, fn, amp, device)
+            if mode != "eager" and compile_only is not None and name not in compile_only:
+                continue
             t0 = time.perf_counter()
-            step(px, ids)  # compiles here
-            sync(device)
+            try:
+                step = build_step(mode, model, loss_factory, amp, device, px, ids)
+                step(px, ids)  # compiles here
+                sync(device)
+            except Exception as e:  # noqa: BLE001 - a setting a model cannot run in is reported, not fatal
+                failed[f"{mode}:{name}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"# setup {mode:8s} {name:18s} FAILED {failed[f'{mode}:{name}']}", file=sys.stderr, flush=True)
+                torch.compiler.reset()
+                continue
             first[mode, name] = time.perf_counter() - t0
             for _ in range(args.warmup):
                 step(px, ids)
@@ -262,7 +320,7 @@ def run_suite(models: dict, modes: list[str], px, ids, amp, device, args, peak, 
         results.setdefault(mode, {})[name] = r
         print(f"# {mode:8s} {name:14s} {r['samples_per_s']:9.1f} samples/s  {r['step_ms']:8.2f} ms/step  "
               f"{r['tflops']:7.2f} TFLOP/s" + (f"  MFU {100 * r['mfu']:.1f}%" if peak else ""), file=sys.stderr)
-    return results, flops, steps
+    return results, flops, steps, failed
 
 
 def main(argv: list[str] | None = None, variants=None) -> dict:
@@ -274,13 +332,15 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--models", default="ours,hf,open_clip")
     ap.add_argument("--compile", choices=["both", "eager", "compiled"], default="both")
+    ap.add_argument("--modes", default=None, help=f"comma list of {MODES} (overrides --compile)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs on a shared machine)")
     ap.add_argument("--note", default=None, help="a remark stored in the JSON (e.g. the machine's load)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
-    ap.add_argument("--compile-models", default=None, help="comma list: compile only these (default: all)")
+    ap.add_argument("--compile-models", default=None,
+                    help="comma list: run the non-eager modes only for these models (default: all)")
     ap.add_argument("--profile", default=None, help="write torch.profiler tables into this folder")
     ap.add_argument("--profile-models", default="ours,hf", help="comma list of mode:name or name (eager)")
     args = ap.parse_args(argv)
@@ -325,8 +385,12 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     px, ids = make_batch(c, batch, device)
     peak = matmul_peak_tflops(device) if device.type == "cuda" else None
     modes = {"both": ["eager", "compiled"], "eager": ["eager"], "compiled": ["compiled"]}[args.compile]
+    if args.modes:
+        modes = args.modes.split(",")
+        if set(modes) - set(MODES):
+            raise SystemExit(f"unknown mode(s) {sorted(set(modes) - set(MODES))}; known: {MODES}")
     compile_only = set(args.compile_models.split(",")) if args.compile_models else None
-    results, flops, steps = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
+    results, flops, steps, failed = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
     profiles = {}
     if args.profile:
         for key in args.profile_models.split(","):
@@ -347,7 +411,7 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
         "config": {"name": cname, **c, "batch": batch, "autocast": c["dtype"] if amp else None},
         "flops_per_step": flops, "peak_bf16_matmul_tflops": round(peak, 1) if peak else None,
         "results": results, "ratios": ratios,
-        "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": skipped,
+        "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": skipped | failed,
     }
     if args.note:
         out["note"] = args.note

@@ -8,7 +8,14 @@ same machine, weights and inputs. This file is the record of what was tried (num
 * ours_before   — the model as it was before issue 8: q, k, v as three matmuls; quick_gelu as x·sigmoid(1.702x);
 * ours_3mm      — the shipped model without the fused QKV matmul (isolates that change);
 * ours_fold_mlp — quick_gelu with its constants folded into fc1/fc2's weights (one silu on the activations);
-* ours_prune    — the shipped model, but each tower's last block only at the row the loss reads ([CLS] / eos).
+* ours_prune    — the shipped model, but each tower's last block only at the row the loss reads ([CLS] / eos);
+* ours_nosync   — the shipped model without its eager input checks that read values back to the host
+                  (`int(ids.min())`, `int(ids.max())` in `TextTransformer.check_ids`, `isfinite(...).all()` on both
+                  feature batches in `clip_loss`): four waits for the GPU per step, in the middle of the forward;
+* ours_flash / ours_cudnn / ours_effic — the shipped model with `F.scaled_dot_product_attention` pinned to one
+                  backend (flash-attention 2, cuDNN, memory-efficient) instead of PyTorch's own choice.
+
+`--variants a,b` picks some of them (default: all).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import speed  # noqa: E402
 
 from minimal.clip import CLIP, CLIPConfig  # noqa: E402
+from minimal.losses import clip_logits  # noqa: E402
 from minimal.transformer import MLP, Attention  # noqa: E402
 
 
@@ -102,14 +110,57 @@ def pruned(hf):
     return model, loss
 
 
-def variants(hf):
-    return {
-        "ours_before": patched(hf, attn=textbook_attention, mlp=textbook_mlp),
-        "ours_3mm": patched(hf, attn=textbook_attention),
-        "ours_fold_mlp": patched(hf, mlp=folded_quick_gelu_mlp),
-        "ours_prune": pruned(hf),
+def no_sync(hf):
+    """The shipped model, its host-reading checks off: no `check_ids`, and the loss without `_check_features`."""
+    model, _ = patched(hf)
+    model.text.check_ids = lambda ids: None
+
+    def loss_factory(m):
+        def f(px, ids):
+            logits = clip_logits(m.encode_image(px), m.encode_text(ids), m.logit_scale)
+            labels = torch.arange(logits.shape[0], device=logits.device)
+            return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return f
+    return model, loss_factory
+
+
+def pinned_attention(hf, backend):
+    """The shipped model with every attention call restricted to one SDPA backend."""
+    from torch.nn.attention import sdpa_kernel
+
+    model, loss = patched(hf)
+
+    def loss_factory(m):
+        inner = loss(m)
+
+        def f(px, ids):
+            with sdpa_kernel(backend):
+                return inner(px, ids)
+        return f
+    return model, loss_factory
+
+
+def variants(hf, only=None):
+    from torch.nn.attention import SDPBackend
+
+    makers = {
+        "ours_before": lambda: patched(hf, attn=textbook_attention, mlp=textbook_mlp),
+        "ours_3mm": lambda: patched(hf, attn=textbook_attention),
+        "ours_fold_mlp": lambda: patched(hf, mlp=folded_quick_gelu_mlp),
+        "ours_prune": lambda: pruned(hf),
+        "ours_nosync": lambda: no_sync(hf),
+        "ours_flash": lambda: pinned_attention(hf, SDPBackend.FLASH_ATTENTION),
+        "ours_cudnn": lambda: pinned_attention(hf, SDPBackend.CUDNN_ATTENTION),
+        "ours_effic": lambda: pinned_attention(hf, SDPBackend.EFFICIENT_ATTENTION),
     }
+    return {name: make() for name, make in makers.items() if only is None or name in only}
 
 
 if __name__ == "__main__":
-    speed.main(variants=variants)
+    argv = sys.argv[1:]
+    only = None
+    if "--variants" in argv:  # our own flag; everything else is speed.py's
+        i = argv.index("--variants")
+        only = set(argv[i + 1].split(","))
+        argv = argv[:i] + argv[i + 2:]
+    speed.main(argv, variants=lambda hf: variants(hf, only))

@@ -4,6 +4,11 @@
     torchrun --standalone --nproc_per_node 2 benchmarks/train_ddp.py --steps 30
     # every GPU of this machine (NCCL), ViT-B/32 on random data, throughput only:
     torchrun --standalone --nproc_per_node gpu benchmarks/train_ddp.py --config b32 --synthetic --steps 40
+    # scaling efficiency: the same per-GPU batch (256) on one GPU, then on two; the second JSON compares itself
+    CUDA_VISIBLE_DEVICES=0 torchrun --standalone --nproc_per_node 1 benchmarks/train_ddp.py --config b32 \
+        --synthetic --batch 256 --steps 60 --timed-from 20 --out one.json
+    torchrun --standalone --nproc_per_node 2 benchmarks/train_ddp.py --config b32 --synthetic --batch 512 \
+        --steps 60 --timed-from 20 --single one.json --out two.json
     # two machines: run this on each, with --node_rank 0 / 1 and the first machine's address
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 ...
 
@@ -12,15 +17,24 @@ global batch, split evenly), and trains through `minimal.train.train`, which set
 the model in DistributedDataParallel. The loss is `losses.clip_loss_distributed`: every process contrasts its
 images with the captions of *all* processes (`--local-loss` keeps only its own rows of the logits).
 
-Rank 0 prints one JSON object (loss at the start and end, samples/s). `--save-dir D` makes every rank write its
-final weights to D/rank{r}.safetensors, so a test can check that the ranks agree.
+Measured (benchmarks/results/2xh100_ddp_2026-11-27.json): 2 H100s reach 77-81 % of one H100's samples/s per
+GPU in eager mode. The eager step is host-bound (kernel launches), and DDP adds host work per parameter (autograd
+hooks, a copy of each gradient into its bucket). `--ddp bf16` did not help (the NVLink all-reduce is not the
+limit); `static_graph=True` was faster but broke the gradient averaging (ranks diverged), so it is not offered.
+
+Rank 0 prints one JSON object (loss at the start and end, samples/s measured by every rank over the same steps,
+the device's name; `--out` also writes it). `--single ONE.json` (a 1-process run of the same per-process batch)
+adds the scaling efficiency: samples/s per process here over samples/s there. `--save-dir D` makes every rank
+write its final weights to D/rank{r}.safetensors, so a test can check that the ranks agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import random
 import sys
 import time
@@ -76,8 +90,9 @@ def shapes_batches(tok: Tokenizer, global_batch: int, seed: int):
     return batches
 
 
-def synthetic_batches(cfg: CLIPConfig, local_batch: int):
-    """Random pixels and ids of the right shapes, made once on the device (to measure the step, not a loader)."""
+def synthetic_batches(cfg: CLIPConfig, local_batch: int, device: torch.device):
+    """Random pixels and ids of the right shapes, made once on the device (to measure the step, not a loader:
+    a ViT-B/32 batch of 256 images is 154 MB, whose copy from pageable host memory would take ~10 ms a step)."""
     cache = {}
 
     def batches(step: int) -> dict:
@@ -86,9 +101,19 @@ def synthetic_batches(cfg: CLIPConfig, local_batch: int):
             s, t = cfg.vision.image_size, cfg.text.context_length
             ids = torch.randint(1, cfg.text.vocab_size - 1, (local_batch, t), generator=g)
             ids[:, -1] = cfg.text.eos_token_id
-            cache["batch"] = {"pixels": torch.randn(local_batch, 3, s, s, generator=g), "ids": ids}
+            cache["batch"] = {"pixels": torch.randn(local_batch, 3, s, s, generator=g).to(device),
+                              "ids": ids.to(device)}
         return cache["batch"]
     return batches
+
+
+def device_of_this_process(name: str | None) -> torch.device:
+    """The device `train` will pick: --device, else cuda:LOCAL_RANK when CUDA is available, else the CPU."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def make_loss(local_loss: bool):
@@ -113,6 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--timed-from", type=int, default=5, help="steps before this are warm-up for samples/s")
     ap.add_argument("--save-dir", default=None, help="every rank writes its final weights here")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the DDP-wrapped model (train(compile=))")
+    ap.add_argument("--single", default=None, help="JSON of a 1-process run: adds the scaling efficiency")
+    ap.add_argument("--out", default=None, help="rank 0 also writes the JSON here")
+    ap.add_argument("--ddp", default="", help="DDP options, comma list of: view (gradient_as_bucket_view), "
+                    "bucketN (bucket_cap_mb=N), bf16 (bf16 gradient all-reduce, NCCL only)")
+    ap.add_argument("--profile", default=None, help="rank 0 writes a torch.profiler table of 3 steps here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,38 +157,95 @@ def main(argv: list[str] | None = None) -> dict:
     model = CLIP(cfg)
 
     size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = device_of_this_process(args.device)
     if args.synthetic:
-        batches = synthetic_batches(cfg, args.batch // size)
+        batches = synthetic_batches(cfg, args.batch // size, device)
     else:
         batches = shapes_batches(tok, args.batch, args.seed)
 
     stamps: list[float] = []
 
     def on_step(step: int, loss: float) -> None:
+        if prof is not None and step in (args.timed_from - 3, args.timed_from):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            prof.start() if step == args.timed_from - 3 else prof.stop()
         if step == args.timed_from or step == args.steps:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
 
+    ddp_options = {}
+    for opt in filter(None, args.ddp.split(",")):
+        if opt == "view":
+            ddp_options["gradient_as_bucket_view"] = True
+        elif opt == "bf16":
+            ddp_options["bf16_grads"] = True
+        elif opt.startswith("bucket"):
+            ddp_options["bucket_cap_mb"] = float(opt[len("bucket"):])
+        else:
+            raise SystemExit(f"unknown --ddp option {opt!r}")
+    prof = None
+    if args.profile and int(os.environ.get("RANK", "0")) == 0:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as tprofile
+
+        # steps timed_from-2 .. timed_from (just before the timed steps, so the timing is not disturbed)
+        prof = tprofile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else []))
+
     history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
-                    warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=args.device,
-                    progress=False,
-                    on_step=on_step)
+                    warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=device,
+                    progress=False, on_step=on_step, compile=args.compile, ddp_options=ddp_options)
     rank, size = world()
+    if prof is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from speed import kernel_category
+
+        cats: dict[str, float] = {}
+        for e in prof.events():
+            if e.device_type.name == "CUDA":
+                cats[kernel_category(e.name)] = cats.get(kernel_category(e.name), 0.0) + e.device_time / 3e3
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        table = prof.key_averages().table(sort_by="cuda_time_total" if device.type == "cuda" else "cpu_time_total",
+                                          row_limit=30, max_name_column_width=80)
+        with open(Path(args.profile) / f"ddp_w{size}.txt", "w") as f:
+            f.write(f"device ms per step by kind: {json.dumps({k: round(v, 2) for k, v in cats.items()})}\n{table}\n")
     if args.save_dir:
         Path(args.save_dir).mkdir(parents=True, exist_ok=True)
         save_safetensors(Path(args.save_dir) / f"rank{rank}.safetensors", model.state_dict(),
                          {"history": history, "rank": rank, "world_size": size})
-    result = {"world_size": size, "config": args.config, "global_batch": args.batch, "steps": args.steps,
-              "local_loss": args.local_loss, "device": str(next(model.parameters()).device),
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    result = {"benchmark": "DDP training step (forward, gathered contrastive loss, backward + all-reduce, AdamW)",
+              "device_type": device.type, "world_size": size, "config": args.config, "global_batch": args.batch,
+              "batch_per_process": args.batch // size, "steps": args.steps,
+              "timed_steps": f"{args.timed_from + 1}..{args.steps}", "local_loss": args.local_loss,
+              "compile": args.compile, "ddp_options": ddp_options, "device": str(device), "device_name": name,
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+              "command": " ".join(["train_ddp.py", *(argv if argv is not None else sys.argv[1:])]),
               "loss_first": history[0], "loss_last": history[-1],
               "loss_first5": sum(history[:5]) / len(history[:5]), "loss_last5": sum(history[-5:]) / len(history[-5:])}
     if len(stamps) == 2:
+        # Every rank timed the same steps on its own clock; the slowest rank sets the pace of a synchronous job.
         secs = (stamps[1] - stamps[0]) / (args.steps - args.timed_from)
-        result |= {"step_ms": round(1e3 * secs, 2), "samples_per_s": round(args.batch / secs, 1),
-                   "samples_per_s_per_process": round(args.batch / secs / size, 1)}
+        per_rank = [secs] * size
+        if size > 1:
+            torch.distributed.all_gather_object(per_rank, secs)
+        slowest = max(per_rank)
+        result |= {"step_ms": round(1e3 * slowest, 2), "step_ms_per_rank": [round(1e3 * s, 2) for s in per_rank],
+                   "samples_per_s": round(args.batch / slowest, 1),
+                   "samples_per_s_per_process": round(args.batch / slowest / size, 1)}
+        if args.single:
+            one = json.loads(Path(args.single).read_text())
+            if one["batch_per_process"] != result["batch_per_process"]:
+                raise ValueError(f"--single ran {one['batch_per_process']} samples per process, this run "
+                                 f"{result['batch_per_process']}: scaling needs the same per-process batch")
+            result["single_process"] = {k: one[k] for k in ("samples_per_s", "step_ms", "device_name", "compile")}
+            result["scaling_efficiency"] = round(result["samples_per_s_per_process"] / one["samples_per_s"], 4)
     if rank == 0:
-        print(json.dumps(result))
+        print(json.dumps(result))  # one line: the last line of stdout is the result
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 

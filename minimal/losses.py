@@ -39,8 +39,10 @@ def _check_features(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> No
             raise ValueError(f"{name} must be a (batch, dim) tensor, got {got}")
         if x.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch; the contrastive loss needs at least one pair")
-        # (reads a value back from the device: skipped inside torch.compile, where it would split the graph)
-        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+        # (reads a value back from the device: skipped inside torch.compile, where it would split the graph, and
+        # while a CUDA graph is being captured, where reading a value back is not allowed at all)
+        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not torch.compiler.is_compiling() and not capturing and not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or inf values; check the encoder's inputs and the learning rate")
     if image_embeds.shape[0] != text_embeds.shape[0]:
         raise ValueError(f"image and text batch sizes differ ({image_embeds.shape[0]} images, "
