@@ -106,6 +106,7 @@ class CaptionBatches:
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
         self.hard_shape, self.grey = hard_shape, grey
         self._ids: dict[str, list[int]] = {}
+        self._caps: dict[tuple[data.Scene, str], list[str]] = {}
         self._allowed = set(data.TRAIN_PAIRS if split == "train" else data.ALL_PAIRS)
 
     def _mutate(self, scene: data.Scene, rng: random.Random) -> data.Scene:
@@ -122,8 +123,15 @@ class CaptionBatches:
         objs[i] = rng.choice(options)
         return data.Scene(tuple(objs))
 
+    def _captions(self, scene: data.Scene, lang: str) -> list[str]:
+        """data.captions, remembered per (scene, language): re-drawn duplicates ask for the same scene again."""
+        key = (scene, lang)
+        if key not in self._caps:
+            self._caps[key] = data.captions(scene, lang)
+        return self._caps[key]
+
     def _caption(self, scene: data.Scene, rng: random.Random, grey: bool = False) -> str:
-        options = data.captions(scene, "ko" if rng.random() < self.korean else "en")
+        options = self._captions(scene, "ko" if rng.random() < self.korean else "en")
         if grey:  # only the templates that never name a colour: "a circle on the left", "a small circle"
             return rng.choice([options[i] for i in GREY_TEMPLATES])
         if self.template_weights is None:
@@ -159,11 +167,10 @@ class CaptionBatches:
 
     def encode(self, caps: list[str]) -> torch.Tensor:
         """Captions -> (B, T) ids, T = longest caption + bos + eos (token ids cached per caption)."""
-        rows = []
-        for c in caps:
-            if c not in self._ids:
-                self._ids[c] = self.tok(c)[0].tolist()
-            rows.append(self._ids[c])
+        new = list(dict.fromkeys(c for c in caps if c not in self._ids))
+        if new:  # one batched tokenizer call for the captions not seen before
+            self._ids.update(zip(new, self.tok(new).tolist(), strict=True))
+        rows = [self._ids[c] for c in caps]
         t = max(r.index(self.tok.eos_token_id) for r in rows) + 1
         return torch.tensor([r[:t] for r in rows], dtype=torch.long)
 
