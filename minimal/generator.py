@@ -306,7 +306,7 @@ class ProjectorOutput:
 
 
 class OutputProjector(nn.Module):
-    """The trained bridge from the frozen LLM to the frozen generator (≈0.6 M parameters, 0.4 % of the LLM)."""
+    """The trained bridge from the frozen LLM to the frozen generator (≈0.68 M parameters, 0.5 % of the LLM)."""
 
     def __init__(self, cfg: OutputProjectorConfig | None = None):
         super().__init__()
