@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .transformer import Transformer, get_activation
+from .transformer import Transformer, get_activation, rename_hf_tower
 from .weights import load_state_dict_strict
 
 
@@ -181,24 +181,9 @@ _HF_RENAMES = {
     "final_layer_norm.weight": "final_layer_norm.weight",
     "final_layer_norm.bias": "final_layer_norm.bias",
 }
-_HF_DROPPABLE = ("embeddings.position_ids",)
 
 
 def convert_hf_state_dict(state_dict: dict, prefix: str = "text_model.") -> dict[str, torch.Tensor]:
-    """Rename a HF CLIP text state dict into ours (`prefix` stripped when every key has it).
-
-    Unknown keys are kept under their own names so strict loading reports them as unexpected.
-    """
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-    out = {}
-    for k, v in state_dict.items():
-        if k in _HF_DROPPABLE:
-            if not torch.equal(v.flatten().long(), torch.arange(v.numel())):
-                raise ValueError(f"{k} is not 0..N-1; this checkpoint uses a layout we do not support")
-            continue
-        if k.startswith("encoder.layers."):
-            out["transformer.blocks." + k[len("encoder.layers."):]] = v
-        else:
-            out[_HF_RENAMES.get(k, k)] = v
-    return out
+    """Rename a HF CLIP text state dict into ours (`prefix` stripped when every key has it; see
+    `transformer.rename_hf_tower`)."""
+    return rename_hf_tower(state_dict, prefix, _HF_RENAMES)

@@ -163,3 +163,31 @@ class Transformer(nn.Module):
             maps.append(block.self_attn.attention_weights(block.layer_norm1(x), causal=causal))
             x = block(x, causal=causal)
         return torch.stack(maps)
+
+
+def rename_hf_tower(state_dict: dict, prefix: str, renames: dict[str, str],
+                    convert: dict | None = None) -> dict[str, torch.Tensor]:
+    """A HF CLIP tower's state dict (vision or text) -> our parameter names.
+
+    `prefix` ("vision_model." / "text_model.") is stripped when every key carries it; ``encoder.layers.i.*`` becomes
+    ``transformer.blocks.i.*`` (the blocks' own names already match HF's); other keys go through `renames`, and
+    `convert` maps a HF key to a function applied to its tensor (the vision tower's conv patch weight). The
+    ``embeddings.position_ids`` buffer old checkpoints stored is checked to be 0..N-1 and dropped. Unknown keys keep
+    their names, so strict loading reports them as unexpected instead of silently dropping them.
+    """
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    convert = convert or {}
+    out = {}
+    for k, v in state_dict.items():
+        if k == "embeddings.position_ids":
+            if not torch.equal(v.flatten().long(), torch.arange(v.numel())):
+                raise ValueError(f"{k} is not 0..N-1; this checkpoint uses a layout we do not support")
+            continue
+        if k in convert:
+            v = convert[k](v)
+        if k.startswith("encoder.layers."):
+            out["transformer.blocks." + k[len("encoder.layers."):]] = v
+        else:
+            out[renames.get(k, k)] = v
+    return out

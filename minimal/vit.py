@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .transformer import Transformer, get_activation
+from .transformer import Transformer, get_activation, rename_hf_tower
 from .weights import load_state_dict_strict
 
 
@@ -213,32 +213,16 @@ _HF_RENAMES = {
     "post_layernorm.weight": "post_layernorm.weight",
     "post_layernorm.bias": "post_layernorm.bias",
 }
-# Buffers that old HF checkpoints stored but that carry no learned information; checked, then dropped.
-_HF_DROPPABLE = ("embeddings.position_ids",)
 
 
 def convert_hf_state_dict(state_dict: dict, prefix: str = "vision_model.") -> dict[str, torch.Tensor]:
     """Rename a HF CLIP vision state dict into ours; the conv patch weight becomes a Linear weight.
 
     `prefix` is stripped when every key carries it (a `CLIPVisionModel` saved by older transformers, or the vision
-    half of a `CLIPModel` dict that the caller split off). Unknown keys are kept under their own names so strict
-    loading reports them as unexpected rather than dropping them.
+    half of a `CLIPModel` dict that the caller split off). See `transformer.rename_hf_tower`.
     """
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
-    out = {}
-    for k, v in state_dict.items():
-        if k in _HF_DROPPABLE:
-            if not torch.equal(v.flatten().long(), torch.arange(v.numel())):
-                raise ValueError(f"{k} is not 0..N-1; this checkpoint uses a layout we do not support")
-            continue
-        if k == "embeddings.patch_embedding.weight":
-            v = conv_weight_to_linear(v)
-        if k.startswith("encoder.layers."):
-            out["transformer.blocks." + k[len("encoder.layers."):]] = v
-        else:
-            out[_HF_RENAMES.get(k, k)] = v
-    return out
+    return rename_hf_tower(state_dict, prefix, _HF_RENAMES,
+                           convert={"embeddings.patch_embedding.weight": conv_weight_to_linear})
 
 
 def _infer_config(sd: dict[str, torch.Tensor]) -> ViTConfig:
