@@ -82,20 +82,25 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
     for path in (TINY_CLIP, mllm.MLLM_PROJECTOR):
         if not path.is_file():
             return {"missing": f"{path} (run `make checkpoints` / `python -m minimal.mllm`)"}
+    import os
+
     n = min(n, 300)
     model = mllm.build_mllm(projector_path=mllm.MLLM_PROJECTOR, verbose=False)
     model.eval()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     seen = mllm.eval_set(n, seed=seed, split="train")
     unseen = mllm.eval_set(n, seed=seed + 1, split="heldout")
     vqa, vqa_unseen = mllm.evaluate_vqa(model, seen), mllm.evaluate_vqa(model, unseen)
     captions = mllm.evaluate_captions(model, seen)
     counts = model.parameter_counts()
+    card = json.loads(mllm.MLLM_PROJECTOR.with_suffix(".json").read_text())
     return {"vqa": vqa["accuracy"], "vqa_unseen": vqa_unseen["accuracy"], "caption_attr": captions["caption_attr"],
             "vqa_per_kind": vqa["per_kind"], "vqa_unseen_per_kind": vqa_unseen["per_kind"], "images": n,
             "trained_fraction": counts["trainable"] / counts["total"],
             "checkpoint": str(mllm.MLLM_PROJECTOR.relative_to(mllm.MLLM_PROJECTOR.parents[2])),
-            "eval_seconds": round(time.perf_counter() - t0, 1)}
+            "checkpoint_date": card.get("date"), "train_seconds": card.get("train_seconds", {}).get("total"),
+            "eval_seconds": round(time.perf_counter() - t0, 1), "eval_cpu_seconds": round(time.process_time() - cpu0, 1),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def generator_quality(seed: int, n: int = 1000) -> dict:
@@ -116,7 +121,7 @@ def generator_quality(seed: int, n: int = 1000) -> dict:
     import os
 
     clip, tok = load_tiny_clip()
-    side = generator.OutputSide.load()
+    side = generator.OutputSide.load(verbose=False)     # stdout carries the JSON object only
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = generator.evaluate(side, generator.Judge(clip, tok), generator.PhraseTable(clip, tok), seed=seed,
                              n=min(n, 400))

@@ -701,11 +701,12 @@ class OutputSide(nn.Module):
 
     @classmethod
     def load(cls, projector: str | Path = PROJECTOR_PATH, generator: str | Path = GENERATOR_PATH,
-             **kwargs) -> OutputSide:
-        """The course's frozen LLM (`minimal.llm.load_llm`) with the shipped projector and generator."""
+             verbose: bool = True, **kwargs) -> OutputSide:
+        """The course's frozen LLM (`minimal.llm.load_llm`; verbose: print its one-line summary) with the shipped
+        projector and generator."""
         from .llm import load_llm
 
-        llm, tokenizer = load_llm()
+        llm, tokenizer = load_llm(verbose=verbose)
         return cls(llm, tokenizer, load_output_projector(projector), load_generator(generator), **kwargs)
 
     @torch.no_grad()
