@@ -1,7 +1,10 @@
 """The output side: requests, reading the LLM, the output projector, the flow-matching generator, the whole loop.
 
-Everything here runs on tiny random models (a 3-layer Llama, a tiny CLIP, a tiny U-Net) so it takes seconds; the
-shipped checkpoints are checked for presence, size and cards when they exist.
+Everything here runs on tiny random models (a 3-layer Llama, a tiny CLIP, a tiny U-Net) so it takes seconds. The
+shipped checkpoints (data/checkpoints/generator.*, output_projector.*) are part of the repository: a missing one
+fails; they must be small, carry a card and load strictly, and the shipped generator must draw what the shipped
+tiny CLIP reads. Only the output projector learns: its training leaves the LLM and the generator bit-identical,
+and a backward pass through the whole loop gives gradients to the projector only.
 """
 
 from __future__ import annotations
