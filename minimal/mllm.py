@@ -73,6 +73,7 @@ class MLLMConfig:
     use_cls: bool = False
     system: str | None = DEFAULT_SYSTEM
     feature_norm: bool = False
+    instruction_aware: bool = False
 
     @property
     def layers(self) -> list[int]:
@@ -80,6 +81,8 @@ class MLLMConfig:
         return list(self.feature_layer) if isinstance(self.feature_layer, list | tuple) else [self.feature_layer]
 
     def __post_init__(self):
+        if self.instruction_aware and self.use_cls:
+            raise ValueError("instruction_aware=True adds its own summary token; use it without use_cls")
         if self.use_cls and self.shuffle > 1:
             raise ValueError("use_cls=True cannot be combined with pixel shuffle (the [CLS] token has no grid place)")
 
@@ -118,7 +121,8 @@ class MLLM(nn.Module):
             frozen.requires_grad_(False)
             frozen.eval()
         d_vision, d_llm = vision.cfg.width * len(self.cfg.layers), llm.config.hidden_size
-        self.projector = projector or Projector(d_vision, d_llm, self.cfg.projector, self.cfg.shuffle)
+        self.projector = projector or Projector(d_vision, d_llm, self.cfg.projector, self.cfg.shuffle,
+                                                cond_dim=d_llm if self.cfg.instruction_aware else 0)
         self.n_image_tokens = self.projector.num_tokens(vision.cfg.num_patches) + int(self.cfg.use_cls)
 
     def train(self, mode: bool = True) -> MLLM:
@@ -140,9 +144,12 @@ class MLLM(nn.Module):
             h = F.layer_norm(h, h.shape[-1:])
         return h if self.cfg.use_cls else h[:, 1:]
 
-    def encode_images(self, pixels: Tensor) -> Tensor:
-        """pixels (B, 3, S, S) -> image tokens in the LLM's embedding space (B, n_image_tokens, D)."""
+    def encode_images(self, pixels: Tensor, instruction: Tensor | None = None) -> Tensor:
+        """pixels (B, 3, S, S) [+ instruction vectors (B, D) when `cfg.instruction_aware`] -> image tokens in the
+        LLM's embedding space (B, n_image_tokens, D)."""
         feats = self.image_features(pixels)
+        if self.cfg.instruction_aware:
+            return self.projector(feats, instruction)
         if self.cfg.use_cls:  # [CLS] is projected on its own, appended after the patch tokens
             return torch.cat([self.projector(feats[:, 1:]), self.projector.net(feats[:, :1])], dim=1)
         return self.projector(feats)
@@ -230,8 +237,28 @@ class MLLM(nn.Module):
         text = self.llm.get_input_embeddings()(input_ids.masked_fill(slots, 0))
         if n_img == 0:
             return text
-        tokens = self.encode_images(images.to(text.device)).to(text.dtype)
+        instruction = self._instructions(input_ids, text) if self.cfg.instruction_aware else None
+        tokens = self.encode_images(images.to(text.device), instruction).to(text.dtype)
         return text.masked_scatter(slots.unsqueeze(-1), tokens)   # row-major: image i fills the i-th block
+
+    def _instructions(self, input_ids: Tensor, text: Tensor) -> Tensor:
+        """For each image block (in order): the mean word embedding of the text that follows it in the same
+        message — up to the end-of-turn token — i.e. the instruction about that image -> (n_images, D)."""
+        eot = self.tokenizer.eos_token_id
+        out = []
+        for b in range(input_ids.shape[0]):
+            row = input_ids[b].tolist()
+            t = 0
+            while t < len(row):
+                if row[t] != IMAGE_TOKEN_ID:
+                    t += 1
+                    continue
+                t += self.n_image_tokens
+                end = t
+                while end < len(row) and row[end] != eot and row[end] != IMAGE_TOKEN_ID:
+                    end += 1
+                out.append(text[b, t:end].mean(0) if end > t else text.new_zeros(text.shape[-1]))
+        return torch.stack(out)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, images: Tensor | None = None,
                 labels: Tensor | None = None) -> MLLMOutput:
@@ -384,10 +411,11 @@ def caption_turns(scene: data.Scene) -> list[tuple[str, str]]:
 
 
 def qa_turns(scene: data.Scene, rng: random.Random, n_turns: int = 3, caption_prob: float = 0.0,
-             lang: str = "en") -> list[tuple[str, str]]:
+             lang: str = "en", image_every_turn: bool = False) -> list[tuple[str, str]]:
     """Stage 2: a conversation about one image — `n_turns` questions (kind drawn uniformly, then a question of
-    that kind, no repeats), the image in the first user message; with probability `caption_prob` one turn is
-    the caption request instead (keeps stage 1's skill while the projector changes)."""
+    that kind, no repeats), the image in the first user message (in every one with `image_every_turn`, as an
+    instruction-aware projector needs: its image tokens depend on the question); with probability `caption_prob`
+    one turn is the caption request instead (keeps stage 1's skill while the projector changes)."""
     qas = data.questions(scene, lang)
     by_kind: dict[str, list] = {}
     for qa in qas:
@@ -399,8 +427,8 @@ def qa_turns(scene: data.Scene, rng: random.Random, n_turns: int = 3, caption_pr
         turns.append((qa.question, qa.answer))
     if rng.random() < caption_prob:
         turns[rng.randrange(len(turns))] = (CAPTION_PROMPT, canonical_caption(scene))
-    first_q, first_a = turns[0]
-    turns[0] = (f"{IMAGE_TOKEN}\n{first_q}", first_a)
+    for k in range(len(turns) if image_every_turn else 1):
+        turns[k] = (f"{IMAGE_TOKEN}\n{turns[k][0]}", turns[k][1])
     return turns
 
 
@@ -418,9 +446,12 @@ def make_batches(mllm: MLLM, stage: int, batch_size: int, seed: int = 0, split: 
         rng = random.Random(f"mllm/{seed}/{stage}/{step}")
         scenes = [data.sample_scene(rng, None, split) for _ in range(batch_size)]
         images = torch.stack([data.to_tensor(data.render(s, 32, rng.randrange(2**31))) for s in scenes])
-        turns = [caption_turns(s) if stage == 1 else qa_turns(s, rng, **qa_kwargs) for s in scenes]
+        every = mllm.cfg.instruction_aware
+        turns = [caption_turns(s) if stage == 1 else qa_turns(s, rng, image_every_turn=every, **qa_kwargs)
+                 for s in scenes]
         out = mllm.collate([mllm.tokenize(t) for t in turns])
-        out["images"] = images
+        uses = torch.tensor([sum(user.count(IMAGE_TOKEN) for user, _ in t) for t in turns])
+        out["images"] = images.repeat_interleave(uses, dim=0)    # one copy per <image>, in order of appearance
         return out
 
     return batch
@@ -496,15 +527,16 @@ class MLLMRecipe:
     """Everything that decides the shipped projector (see its JSON card)."""
 
     seed: int = 0
-    mllm: dict = field(default_factory=lambda: asdict(MLLMConfig()))
-    stage1_steps: int = 100
+    # the last encoder layer with [CLS] kept read best in the recipe search (data/checkpoints/mllm_search.json)
+    mllm: dict = field(default_factory=lambda: asdict(MLLMConfig(feature_layer=-1, use_cls=True)))
+    stage1_steps: int = 80
     stage1_batch: int = 16
-    stage1_lr: float = 2e-3
+    stage1_lr: float = 6e-3
     stage2_steps: int = 150
-    stage2_batch: int = 16
-    stage2_lr: float = 1e-3
-    stage2_turns: int = 3
-    stage2_caption_prob: float = 0.25
+    stage2_batch: int = 8
+    stage2_lr: float = 3e-3
+    stage2_turns: int = 6
+    stage2_caption_prob: float = 1.0
     warmup: int = 10
     bf16: bool = True   # bf16 autocast: on CUDA, and on CPUs whose oneDNN has bf16 kernels (avx512_bf16/AMX)
 

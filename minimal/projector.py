@@ -14,6 +14,7 @@ maps one into the other, patch by patch, so that image patches become "soft toke
 
 from __future__ import annotations
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -43,25 +44,40 @@ class Projector(nn.Module):
         vision_dim: width of the image features (D_v). llm_dim: the LLM's hidden size (D).
         kind: "linear" (LLaVA-1) or "mlp" (LLaVA-1.5: Linear → GELU → Linear, hidden = llm_dim).
         shuffle: pixel-shuffle factor s (1 = keep every patch as a token).
-    forward: features (B, N, D_v) -> tokens (B, N/s², D).
+        cond_dim: 0 (default, LLaVA) or the width of an instruction vector that conditions every token
+            (InstructBLIP's *instruction-aware* idea): its projection is added to the first layer's output, and
+            one extra **summary token** — the mean over patches of that (conditioned) hidden layer — is appended.
+    forward: features (B, N, D_v) [, cond (B, cond_dim)] -> tokens (B, N/s² [+1], D).
     """
 
-    def __init__(self, vision_dim: int, llm_dim: int, kind: str = "mlp", shuffle: int = 1):
+    def __init__(self, vision_dim: int, llm_dim: int, kind: str = "mlp", shuffle: int = 1, cond_dim: int = 0):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if not isinstance(shuffle, int) or shuffle < 1:
             raise ValueError(f"shuffle must be a positive int, got {shuffle!r}")
-        self.kind, self.shuffle = kind, shuffle
+        self.kind, self.shuffle, self.cond_dim = kind, shuffle, cond_dim
         d_in = vision_dim * shuffle * shuffle
         if kind == "linear":
             self.net = nn.Sequential(nn.Linear(d_in, llm_dim))
         else:
             self.net = nn.Sequential(nn.Linear(d_in, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
+        self.cond = nn.Linear(cond_dim, llm_dim, bias=False) if cond_dim else None
 
     def num_tokens(self, num_patches: int) -> int:
         """LLM tokens one image costs, given the encoder's patch count."""
-        return num_patches // (self.shuffle * self.shuffle)
+        return num_patches // (self.shuffle * self.shuffle) + int(self.cond is not None)
 
-    def forward(self, features: Tensor) -> Tensor:
-        return self.net(pixel_shuffle(features, self.shuffle))
+    def forward(self, features: Tensor, cond: Tensor | None = None) -> Tensor:
+        x = pixel_shuffle(features, self.shuffle)
+        if self.cond is None:
+            if cond is not None:
+                raise ValueError("this projector takes no instruction vector (cond_dim=0)")
+            return self.net(x)
+        if cond is None or cond.shape != (x.shape[0], self.cond_dim):
+            raise ValueError(f"an instruction-aware projector needs cond of shape ({x.shape[0]}, {self.cond_dim})")
+        h = self.net[0](x) + self.cond(cond).unsqueeze(1)            # every patch sees the instruction
+        if self.kind == "linear":
+            return torch.cat([h, h.mean(1, keepdim=True)], dim=1)
+        h = self.net[1](h)
+        return self.net[2](torch.cat([h, h.mean(1, keepdim=True)], dim=1))   # + the summary token

@@ -49,3 +49,16 @@ def test_trainable_only_count():
     p = Projector(4, 8, "mlp")
     p.net[0].requires_grad_(False)
     assert count_parameters(p, trainable_only=True) == 8 * 8 + 8
+
+
+def test_instruction_aware_projector_adds_a_summary_token_and_needs_its_instruction():
+    x, cond = torch.randn(2, 16, 8), torch.randn(2, 12)
+    for kind in ("linear", "mlp"):
+        p = Projector(8, 12, kind, cond_dim=12)
+        assert p.num_tokens(16) == 17 and p(x, cond).shape == (2, 17, 12)
+        assert not torch.allclose(p(x, cond), p(x, cond + 1))          # the instruction changes every token
+        with pytest.raises(ValueError, match="instruction"):
+            p(x)
+    with pytest.raises(ValueError, match="no instruction"):
+        Projector(8, 12)(x, cond)
+    assert Projector(8, 12, "mlp", shuffle=2, cond_dim=12)(x, cond).shape == (2, 5, 12)
