@@ -1,7 +1,8 @@
 """The multimodal LLM: no-image equality with the bare LLM, image slots, label masking, errors, generation.
 
-Uses the real frozen SmolLM2 (from the cache; see test_llm.py) and a small random ViT as the encoder, so these
-tests check the plumbing, not the trained checkpoint (the chapter 08 notebook and benchmarks/quality.py do that).
+Uses the real frozen SmolLM2 (from the cache; see test_llm.py) and a small random ViT as the encoder for the
+plumbing; one test loads the shipped projector (with the tiny CLIP) and asks it held-out questions (the chapter 08
+notebook and benchmarks/quality.py measure it properly).
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ from minimal.mllm import (
     IGNORE_INDEX,
     IMAGE_TOKEN_ID,
     MLLM,
+    MLLM_PROJECTOR,
     MLLMConfig,
+    build_mllm,
     canonical_caption,
     caption_score,
+    eval_set,
+    evaluate_captions,
+    evaluate_vqa,
+    load_projector,
     make_batches,
     normalise_answer,
     qa_turns,
@@ -153,3 +160,58 @@ def test_caption_scoring_and_answers():
     assert normalise_answer(" Red.") == "red" and normalise_answer("") == ""
     turns = qa_turns(scene, random.Random(0), n_turns=3)
     assert turns[0][0].startswith("<image>") and all("<image>" not in q for q, _ in turns[1:])
+
+
+def test_shipped_projector_loads_strictly_and_answers_held_out_questions(llm):
+    assert MLLM_PROJECTOR.is_file(), f"the shipped projector is missing: {MLLM_PROJECTOR} (python -m minimal.mllm)"
+    cfg, state = load_projector(MLLM_PROJECTOR)
+    mllm = build_mllm(projector_path=MLLM_PROJECTOR, llm=llm, verbose=False)   # strict: every key, every shape
+    assert mllm.cfg == cfg and set(state) == set(mllm.projector.state_dict())
+    counts = mllm.parameter_counts()
+    assert counts["trainable"] == counts["projector"] and counts["trainable"] / counts["total"] < 0.01
+    mllm.eval()
+    items = eval_set(40, seed=777, split="train")          # fresh images no training run drew
+    vqa = evaluate_vqa(mllm, items)
+    chance = sum({"colour": 1 / 8, "shape": 1 / 6, "count": 1 / 3, "exists": 1 / 2, "position": 1 / 5}[it["kind"]]
+                 for it in items) / len(items)
+    # the shipped projector answers ~half the questions (card: vqa 0.5; chance ~0.27): well above chance
+    assert vqa["accuracy"] >= chance + 0.1, list(zip([it["question"] for it in items], vqa["answers"], strict=True))
+    assert all(len(a.split()) <= 2 for a in vqa["answers"])   # stage 2 taught one-word answers
+    caps = evaluate_captions(mllm, items[:8])
+    assert caps["caption_attr"] >= 0.2, caps["captions"]
+
+
+def test_feature_layers_concatenate_and_normalise(llm):
+    torch.manual_seed(0)
+    vit = VisionTransformer(ViTConfig(width=32, layers=2, heads=2, mlp_hidden=64))
+    images = _images(2)
+    one = MLLM(vit, *llm, MLLMConfig(feature_layer=-2))
+    two = MLLM(vit, *llm, MLLMConfig(feature_layer=[1, 2], feature_norm=True, use_cls=True))
+    assert one.image_features(images).shape == (2, 16, 32)
+    feats = two.image_features(images)
+    assert feats.shape == (2, 17, 64) and two.projector.net[0].in_features == 64 and two.n_image_tokens == 17
+    torch.testing.assert_close(feats.pow(2).mean(-1), torch.ones(2, 17), rtol=0, atol=1e-3)   # unit RMS per token
+    assert two.encode_images(images).shape == (2, 17, 576)
+
+
+def test_long_conversations_stop_when_the_questions_run_out():
+    scene = data.Scene((data.Obj("star", "red", "small", "right"),))
+    turns = qa_turns(scene, random.Random(0), n_turns=50)
+    assert len(turns) == len(data.questions(scene)) and len({q for q, _ in turns}) == len(turns)
+
+
+def test_instruction_aware_image_tokens_depend_on_the_question(llm):
+    torch.manual_seed(0)
+    vit = VisionTransformer(ViTConfig(width=32, layers=2, heads=2, mlp_hidden=64))
+    mllm = MLLM(vit, *llm, MLLMConfig(instruction_aware=True, shuffle=2))
+    assert mllm.n_image_tokens == 5                                   # 4 shuffled tokens + the summary token
+    image = _images(1)
+    a = mllm.collate([mllm.tokenize([("<image>\nwhat colour is the star?", None)])])
+    b = mllm.collate([mllm.tokenize([("<image>\nhow many shapes are there?", None)])])
+    with torch.no_grad():
+        ea, eb = mllm.embed(a["input_ids"], image), mllm.embed(b["input_ids"], image)
+    slots = a["input_ids"][0] == IMAGE_TOKEN_ID
+    assert not torch.allclose(ea[0, slots], eb[0, (b["input_ids"][0] == IMAGE_TOKEN_ID)])
+    batch = make_batches(mllm, 2, batch_size=2, seed=0, n_turns=3)(0)   # the image before every question
+    assert batch["images"].shape[0] == int((batch["input_ids"] == IMAGE_TOKEN_ID).sum()) // 5 == 6
+    assert torch.isfinite(mllm.loss(batch))
