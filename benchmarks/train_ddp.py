@@ -49,7 +49,7 @@ from minimal.clip import CLIP, CLIPConfig  # noqa: E402
 from minimal.losses import clip_loss_distributed  # noqa: E402
 from minimal.text import TextConfig  # noqa: E402
 from minimal.tokenizer import Tokenizer, shapes_tokenizer  # noqa: E402
-from minimal.train import train, world  # noqa: E402
+from minimal.train import finish_distributed, train, world  # noqa: E402
 from minimal.vit import ViTConfig  # noqa: E402
 from minimal.weights import save_safetensors  # noqa: E402
 
@@ -251,3 +251,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    finish_distributed()   # every rank done before any tears down (else gloo can SIGABRT a slower peer)

@@ -19,7 +19,7 @@ What the loop does for you, and why:
   builds the model rebuilds them.
 * **DDP** when launched under `torchrun` (WORLD_SIZE > 1): the process group is set up, the model wrapped, and
   only rank 0 writes checkpoints and shows the progress bar. Each process calls `batches(step)` itself, so make
-  the batch depend on `world()`'s rank (each process its own shard).
+  the batch depend on `world()`'s rank (each process its own shard). End such a script with `finish_distributed()`.
 """
 
 from __future__ import annotations
@@ -62,6 +62,17 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def finish_distributed() -> None:
+    """End a `torchrun` job cleanly: wait for every rank, then tear the process group down (no-op otherwise).
+
+    Call it once at the end of a script that `train` ran under torchrun. A rank that exits while its peers' gloo
+    threads still talk to it can kill them with "terminate called without an active exception" (SIGABRT).
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _setup_distributed(device: torch.device | None) -> torch.device | None:

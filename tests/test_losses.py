@@ -136,6 +136,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             results[local] = {"loss": mean_loss / WORLD,
                               **{n: p.grad.clone() for n, p in model.module.named_parameters()}}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()   # both ranks done before either tears down (else gloo may SIGABRT the slower one)
     finally:
         dist.destroy_process_group()
 

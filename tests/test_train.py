@@ -177,7 +177,7 @@ def test_bad_arguments():
 _DDP_SCRIPT = r'''
 import sys, torch
 from torch import nn
-from minimal.train import train, world
+from minimal.train import finish_distributed, train, world
 from minimal.weights import save_safetensors
 
 torch.set_num_threads(1)
@@ -196,6 +196,7 @@ hist = train(model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), batches, steps=
              weight_decay=0.1, device="cpu", progress=False)
 if world()[0] == 0:
     save_safetensors(sys.argv[1], model.state_dict(), {"history": hist})
+finish_distributed()
 '''
 
 
