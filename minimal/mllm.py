@@ -601,16 +601,12 @@ def evaluate_all(mllm: MLLM, n: int, seed: int) -> dict:
 
 
 def _machine_name(device: torch.device) -> str:
-    """The GPU's name on CUDA, else the CPU model (Linux) or the platform's processor string."""
+    """The GPU's name on CUDA, else the CPU model (`checkpoints.machine`, the one place that reads it)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .checkpoints import machine
+
+    return machine()["cpu"] or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict:
