@@ -98,6 +98,11 @@ def lora_layers(model: nn.Module) -> Iterator[LoRALinear]:
     return (m for m in model.modules() if isinstance(m, LoRALinear))
 
 
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapters' parameters (every A and B) inside `model` — the only ones LoRA ever trains."""
+    return [p for layer in lora_layers(model) for p in (layer.lora_A, layer.lora_B)]
+
+
 @contextmanager
 def lora_disabled(model: nn.Module):
     """Inside this block the model computes as its frozen original (every LoRA update switched off)."""

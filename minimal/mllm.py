@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import data
-from .lora import add_lora, lora_layers
+from .lora import add_lora, lora_parameters
 from .projector import Projector, count_parameters
 
 IMAGE_TOKEN = "<image>"
@@ -358,12 +358,12 @@ class MLLM(nn.Module):
     @property
     def llm_trains(self) -> bool:
         """Whether any parameter inside the LLM (its LoRA adapters) currently trains."""
-        return any(p.requires_grad for layer in lora_layers(self.llm) for p in (layer.lora_A, layer.lora_B))
+        return any(p.requires_grad for p in lora_parameters(self.llm))
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component and how many train now:
         {"vision", "projector", "llm" (frozen weights), "lora" (adapters inside the LLM), "total", "trainable"}."""
-        lora = sum(layer.lora_A.numel() + layer.lora_B.numel() for layer in lora_layers(self.llm))
+        lora = sum(p.numel() for p in lora_parameters(self.llm))
         counts = {"vision": count_parameters(self.vision), "projector": count_parameters(self.projector),
                   "llm": count_parameters(self.llm) - lora, "lora": lora}
         counts["total"] = sum(counts.values())
@@ -373,8 +373,9 @@ class MLLM(nn.Module):
     def adapter_state_dict(self) -> dict[str, Tensor]:
         """Everything this MLLM adds to the frozen encoder and LLM — the projector and any LoRA adapters — by
         their names in the MLLM ("projector.net.0.weight", "llm.model.layers.0.self_attn.q_proj.lora_A", ...)."""
+        adapters = {id(p) for p in lora_parameters(self.llm)}
         return {name: p.detach() for name, p in self.named_parameters()
-                if name.startswith("projector.") or name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
+                if name.startswith("projector.") or id(p) in adapters}
 
     def load_adapters(self, state: dict[str, Tensor], what: str = "adapters") -> MLLM:
         """Load `adapter_state_dict()`-style tensors after a strict key/shape check (a readable error if not)."""
@@ -616,9 +617,8 @@ def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2
 
     histories = {}
     for stage in stages:
-        for layer in lora_layers(mllm.llm):   # the projector always trains; LoRA adapters in `lora_stages` only
-            layer.requires_grad_(stage in recipe.lora_stages)
-            layer.base.requires_grad_(False)
+        for p in lora_parameters(mllm.llm):   # the projector always trains; LoRA adapters in `lora_stages` only
+            p.requires_grad_(stage in recipe.lora_stages)
         if stage == 1:
             batches = make_batches(mllm, 1, recipe.stage1_batch, recipe.seed)
             steps, lr = recipe.stage1_steps, recipe.stage1_lr
