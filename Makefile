@@ -12,7 +12,7 @@ PORT   ?= 8888
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: course test setup lint checkpoints benchmarks sync-urls clean
+.PHONY: course test unit setup lint typecheck checkpoints benchmarks sync-urls clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,18 +29,27 @@ course: setup
 	$(BIN)/jupyter lab --notebook-dir=chapters --port=$(PORT) --ip=127.0.0.1 $(ROOT_FLAG)
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests chapters --nbval-lax -p no:cacheprovider
+
+# Only the unit tests (no notebooks, no multi-process or full-model tests): a quick check while editing minimal/.
+unit: setup
+	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests -m "not slow" -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check .
 
+typecheck: setup
+	$(BIN)/mypy
+
 # Retrain every shipped checkpoint in data/checkpoints/, in dependency order (the later ones read the tiny CLIP).
 # Measured on the idle 2-core CPU: CLIP ~3 min, generator ~10 min, output projector ~1 min, MLLM projector ~11 min.
 checkpoints: setup
-	$(BIN)/python -m minimal.checkpoints clip
-	$(BIN)/python -m minimal.generator generator
-	$(BIN)/python -m minimal.generator projector
-	$(BIN)/python -m minimal.mllm
+	$(BIN)/python -m minimal.recipes.clip
+	$(BIN)/python -m minimal.recipes.output_side generator
+	$(BIN)/python -m minimal.recipes.output_side projector
+	$(BIN)/python -m minimal.recipes.mllm
 
 benchmarks: setup
 	$(BIN)/python benchmarks/quality.py --seed 12345

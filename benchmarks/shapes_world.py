@@ -1,4 +1,4 @@
-"""Measure the Shapes world (minimal/data.py): render speed, and whether every label stays decidable at 32 px.
+"""Measure the Shapes world (minimal/shapes/): render speed, and whether every label stays decidable at 32 px.
 
     .venv/bin/python benchmarks/shapes_world.py            # full: minutes on a CPU, ~1 min with a GPU
     .venv/bin/python benchmarks/shapes_world.py --quick    # speed + overlap only, seconds
@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from minimal import data
+from minimal import images, shapes
+from minimal.shapes import render as R
 
 
 def _rate(fn, n: int, repeats: int = 3) -> float:
@@ -45,18 +46,18 @@ def _rate(fn, n: int, repeats: int = 3) -> float:
 
 def speed() -> dict:
     rng = random.Random(0)
-    scenes = [data.sample_scene(rng, None, "any") for _ in range(4000)]
+    scenes = [shapes.sample_scene(rng, None, "any") for _ in range(4000)]
     out = {}
     for size in (32, 64):
-        out[f"render_{size}px_per_s"] = round(_rate(lambda n, s=size: [data.render(scenes[i], s, i)
+        out[f"render_{size}px_per_s"] = round(_rate(lambda n, s=size: [shapes.render(scenes[i], s, i)
                                                                        for i in range(n)], 4000))
-        out[f"render_batch_{size}px_per_s"] = round(_rate(lambda n, s=size: data.render_batch(scenes[:n], s, 0),
+        out[f"render_batch_{size}px_per_s"] = round(_rate(lambda n, s=size: shapes.render_batch(scenes[:n], s, 0),
                                                           4000))
-    ds = data.ShapesCaptions(4000, seed=0, lang="both")
+    ds = shapes.ShapesCaptions(4000, seed=0, lang="both")
     out["shapes_captions_items_per_s"] = round(_rate(lambda n: [ds[i] for i in range(n)], 4000))
-    out["captions_en_ko_per_s"] = round(_rate(lambda n: [(data.captions(s, "en"), data.captions(s, "ko"))
+    out["captions_en_ko_per_s"] = round(_rate(lambda n: [(shapes.captions(s, "en"), shapes.captions(s, "ko"))
                                                           for s in scenes[:n]], 4000))
-    out["questions_en_per_s"] = round(_rate(lambda n: [data.questions(s) for s in scenes[:n]], 4000))
+    out["questions_en_per_s"] = round(_rate(lambda n: [shapes.questions(s) for s in scenes[:n]], 4000))
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -73,47 +74,47 @@ def overlap(px_values) -> dict:
 
     out = {}
     for px in px_values:
-        masks = {s: data.shape_mask(s, px) for s in data.SHAPES}
+        masks = {s: R.shape_mask(s, px) for s in shapes.SHAPES}
         pairs = {f"{a}/{b}": round(soft_iou(masks[a], masks[b]), 3)
-                 for i, a in enumerate(data.SHAPES) for b in data.SHAPES[i + 1:]}
+                 for i, a in enumerate(shapes.SHAPES) for b in shapes.SHAPES[i + 1:]}
         worst = sorted(pairs.items(), key=lambda kv: -kv[1])[:3]
         out[str(px)] = {"most_similar": worst}
     return out
 
 
 def _labels(scenes) -> torch.Tensor:
-    return torch.tensor([[data.SHAPES.index(s.objects[0].shape), data.COLOURS.index(s.objects[0].colour),
-                          data.SIZES.index(s.objects[0].size)] for s in scenes])
+    return torch.tensor([[shapes.SHAPES.index(s.objects[0].shape), shapes.COLOURS.index(s.objects[0].colour),
+                          shapes.SIZES.index(s.objects[0].size)] for s in scenes])
 
 
 def _single_object_set(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
-    scenes = [data.sample_scene(rng, 1, "any") for _ in range(n)]
-    return data.render_batch(scenes, 32, seed), _labels(scenes)
+    scenes = [shapes.sample_scene(rng, 1, "any") for _ in range(n)]
+    return shapes.render_batch(scenes, 32, seed), _labels(scenes)
 
 
 @cache
 def _shifted_mask(shape: str, px: int, kx: int, ky: int) -> np.ndarray:
     """The shape's mask moved right/down by kx/4, ky/4 of a pixel: a (px+1, px+1) array."""
-    ss = data.SUPERSAMPLE
+    ss = R.SUPERSAMPLE
     canvas = Image.new("L", ((px + 1) * ss, (px + 1) * ss), 0)
-    canvas.paste(data.draw_shape(shape, px), (kx, ky))
+    canvas.paste(R.draw_shape(shape, px), (kx, ky))
     return np.asarray(canvas.resize((px + 1, px + 1), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
 def _single_object_set_subpixel(n: int, seed: int, window: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
-    scenes = [data.sample_scene(rng, 1, "any") for _ in range(n)]
+    scenes = [shapes.sample_scene(rng, 1, "any") for _ in range(n)]
     x = np.empty((n, window, window, 3), dtype=np.uint8)
     for i, scene in enumerate(scenes):
         o = scene.objects[0]
-        px = data.object_px(o.size, 32)
-        m = _shifted_mask(o.shape, px, rng.randrange(data.SUPERSAMPLE), rng.randrange(data.SUPERSAMPLE))
-        canvas = np.full((window, window, 3), data.BACKGROUND + rng.randrange(-8, 9), dtype=np.float32)
+        px = R.object_px(o.size, 32)
+        m = _shifted_mask(o.shape, px, rng.randrange(R.SUPERSAMPLE), rng.randrange(R.SUPERSAMPLE))
+        canvas = np.full((window, window, 3), R.BACKGROUND + rng.randrange(-8, 9), dtype=np.float32)
         x0, y0 = rng.randrange(window - px), rng.randrange(window - px)
         patch = canvas[y0:y0 + px + 1, x0:x0 + px + 1]
-        patch += m[..., None] * (np.asarray(data.RGB[o.colour], dtype=np.float32) - patch)
-        canvas += np.random.default_rng((seed, i)).standard_normal(canvas.shape) * data.NOISE_STD
+        patch += m[..., None] * (np.asarray(shapes.RGB[o.colour], dtype=np.float32) - patch)
+        canvas += np.random.default_rng((seed, i)).standard_normal(canvas.shape) * R.NOISE_STD
         x[i] = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
     return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).float() / 255, _labels(scenes)
 
@@ -123,8 +124,8 @@ def classifier(px_values, n_train: int, steps: int, device: str, subpixel: bool 
     out = {}
     make = _single_object_set_subpixel if subpixel else _single_object_set
     for px in px_values:
-        data.SIZE_FRACTION["small"] = px / data._grid(32)[1]
-        assert data.object_px("small", 32) == px
+        R.SIZE_FRACTION["small"] = px / R._grid(32)[1]
+        assert R.object_px("small", 32) == px
         torch.manual_seed(0)
         xtr, ytr = (t.to(device) for t in make(n_train, 1))
         xte, yte = (t.to(device) for t in make(5000, 2))
@@ -139,7 +140,7 @@ def classifier(px_values, n_train: int, steps: int, device: str, subpixel: bool 
         t = time.perf_counter()
         for _ in range(steps):
             idx = torch.randint(0, n_train, (128,), device=device)
-            logits, y = net(data.normalize(xtr[idx])), ytr[idx]
+            logits, y = net(images.normalize(xtr[idx])), ytr[idx]
             loss = sum(nn.functional.cross_entropy(part, y[:, k])
                        for k, part in enumerate(logits.split([6, 8, 2], dim=1)))
             opt.zero_grad()
@@ -147,13 +148,13 @@ def classifier(px_values, n_train: int, steps: int, device: str, subpixel: bool 
             opt.step()
             sched.step()
         with torch.no_grad():
-            pred = torch.cat([p.argmax(1, keepdim=True) for p in net(data.normalize(xte)).split([6, 8, 2], 1)], 1)
+            pred = torch.cat([p.argmax(1, keepdim=True) for p in net(images.normalize(xte)).split([6, 8, 2], 1)], 1)
         ok = pred == yte
-        small = yte[:, 2] == data.SIZES.index("small")
+        small = yte[:, 2] == shapes.SIZES.index("small")
         confusions = {}
         for true, guess in zip(yte[small & ~ok[:, 0], 0].tolist(), pred[small & ~ok[:, 0], 0].tolist(),
                                strict=True):
-            key = f"{data.SHAPES[true]}->{data.SHAPES[guess]}"
+            key = f"{shapes.SHAPES[true]}->{shapes.SHAPES[guess]}"
             confusions[key] = confusions.get(key, 0) + 1
         out[str(px)] = {
             "shape_acc_small": round(ok[small, 0].float().mean().item(), 4),
@@ -163,7 +164,7 @@ def classifier(px_values, n_train: int, steps: int, device: str, subpixel: bool 
             "small_shape_confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:4]),
             "train_s": round(time.perf_counter() - t, 1),
         }
-    data.SIZE_FRACTION["small"] = 0.7
+    R.SIZE_FRACTION["small"] = 0.7
     return out
 
 

@@ -35,10 +35,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minimal.clip import CLIP, CLIPConfig  # noqa: E402
-from minimal.losses import clip_loss  # noqa: E402
+from minimal.clip import CLIP, CLIPConfig
+from minimal.losses import clip_loss
 
 # One dict per benchmark configuration. "b32" is OpenAI's ViT-B/32 CLIP: HF `CLIPConfig()`'s defaults.
 CONFIGS = {
@@ -117,7 +115,8 @@ def open_clip_model(c: dict, hf_sd: dict):
     model = open_clip.model.CLIP(
         embed_dim=c["embed"], quick_gelu=True,
         vision_cfg=dict(image_size=c["image_size"], patch_size=c["patch_size"], width=c["v_width"],
-                        layers=c["v_layers"], head_width=c["v_width"] // c["v_heads"], mlp_ratio=c["v_mlp"] / c["v_width"]),
+                        layers=c["v_layers"], head_width=c["v_width"] // c["v_heads"],
+                        mlp_ratio=c["v_mlp"] / c["v_width"]),
         text_cfg=dict(context_length=c["context"], vocab_size=c["vocab"], width=c["t_width"], heads=c["t_heads"],
                       layers=c["t_layers"], mlp_ratio=c["t_mlp"] / c["t_width"]),
     )

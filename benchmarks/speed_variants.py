@@ -22,19 +22,14 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 
+import speed
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import speed  # noqa: E402
-
-from minimal.clip import CLIP, CLIPConfig  # noqa: E402
-from minimal.losses import clip_logits  # noqa: E402
-from minimal.transformer import MLP, Attention  # noqa: E402
+from minimal.clip import CLIP, CLIPConfig
+from minimal.losses import clip_logits
+from minimal.transformer import MLP, Attention
 
 
 def textbook_attention(self, x, causal=False):

@@ -49,16 +49,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minimal import data  # noqa: E402
-from minimal.clip import CLIP, CLIPConfig  # noqa: E402
-from minimal.losses import clip_loss_distributed  # noqa: E402
-from minimal.text import TextConfig  # noqa: E402
-from minimal.tokenizer import Tokenizer, shapes_tokenizer  # noqa: E402
-from minimal.train import finish_distributed, train, world  # noqa: E402
-from minimal.vit import ViTConfig  # noqa: E402
-from minimal.weights import save_safetensors  # noqa: E402
+from minimal import images, shapes
+from minimal.clip import CLIP, CLIPConfig
+from minimal.losses import clip_loss_distributed
+from minimal.text import TextConfig
+from minimal.tokenizer import Tokenizer, shapes_tokenizer
+from minimal.train import finish_distributed, train, world
+from minimal.vit import ViTConfig
+from minimal.weights import save_safetensors
 
 
 def tiny_config(vocab_size: int, eos: int, pad: int) -> CLIPConfig:
@@ -89,9 +87,9 @@ def shapes_batches(tok: Tokenizer, global_batch: int, seed: int):
         if global_batch % size:
             raise ValueError(f"--batch {global_batch} is not divisible by the {size} processes")
         rng = random.Random(seed * 1_000_003 + step)
-        scenes = [data.sample_scene(rng) for _ in range(global_batch)]
-        captions = [data.caption(s, rng) for s in scenes]
-        pixels = data.normalize(data.render_batch(scenes, 32, rng_or_seed=f"{seed}-{step}"))  # ~50 us an image
+        scenes = [shapes.sample_scene(rng) for _ in range(global_batch)]
+        captions = [shapes.caption(s, rng) for s in scenes]
+        pixels = images.normalize(shapes.render_batch(scenes, 32, rng_or_seed=f"{seed}-{step}"))  # ~50 us an image
         mine = slice(rank * global_batch // size, (rank + 1) * global_batch // size)
         return {"pixels": pixels[mine], "ids": tok(captions[mine])}
     return batches
@@ -205,8 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                     progress=False, on_step=on_step, compile=args.compile, ddp_options=ddp_options)
     rank, size = world()
     if prof is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from speed import kernel_category
+        from speed import kernel_category  # benchmarks/speed.py, beside this script (profiling runs only)
 
         cats: dict[str, float] = {}
         for e in prof.events():

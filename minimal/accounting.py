@@ -8,8 +8,17 @@ costs nothing to instantiate) and chapter 08 on our own mini MLLM.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def freeze(module: M) -> M:
+    """Freeze in place: no parameter receives a gradient, and eval mode (no dropout) — a frozen component (얼음,
+    "ice" in the book's figure). Returns the module."""
+    return module.requires_grad_(False).eval()
 
 
 def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:

@@ -19,21 +19,23 @@ returns the course's shipped tiny CLIP and its tokenizer.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from torch import nn
+from transformers import CLIPConfig as HFCLIPConfig
 
+from . import env
 from .text import TextConfig, TextTransformer
 from .text import convert_hf_state_dict as convert_hf_text
+from .tokenizer import Tokenizer
 from .vit import VisionTransformer, ViTConfig
 from .vit import convert_hf_state_dict as convert_hf_vision
-from .weights import load_safetensors, load_state_dict_strict, save_safetensors
+from .weights import CHECKPOINT_DIR, load_safetensors, load_state_dict_strict, save_safetensors
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 TINY_CLIP = CHECKPOINT_DIR / "tiny_clip.safetensors"
 TINY_CLIP_TOKENIZER = CHECKPOINT_DIR / "tiny_clip.tokenizer.json"
 
@@ -116,11 +118,12 @@ class CLIP(nn.Module):
             return self.text_projection(self.text(input_ids).pooled)
         self.text.check_ids(input_ids)
         lengths = self.text.eos_positions(input_ids) + 1
-        out = None
+        out: torch.Tensor | None = None
         for idx in lengths.argsort().chunk(length_buckets):
             emb = self.text_projection(self.text(input_ids[idx, : int(lengths[idx].max())]).pooled)
             out = emb.new_empty(input_ids.shape[0], emb.shape[1]) if out is None else out
             out[idx] = emb
+        assert out is not None   # lengths has one entry per row, so some bucket ran
         return out
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, length_buckets: int = 1) -> CLIPOutput:
@@ -175,8 +178,6 @@ class CLIP(nn.Module):
         """Load a HF `CLIPModel`: a local directory written by `save_pretrained`, or (online) a hub id such as
         "openai/clip-vit-base-patch32". Reads `config.json` and the safetensors weights (single or sharded);
         pickle-only checkpoints (`pytorch_model.bin`) are refused."""
-        from transformers import CLIPConfig as HFCLIPConfig
-
         path = Path(path_or_id)
         if not path.is_dir():
             path = _download(str(path_or_id))
@@ -196,14 +197,10 @@ class CLIP(nn.Module):
 
 def _download(hub_id: str) -> Path:
     """Fetch config + safetensors weights of a hub model; a clear error offline or for a bad id."""
-    from minimal import env
-
     if "/" not in hub_id or not env.is_online():
         raise ValueError(f"{hub_id!r} is not a local directory, and "
                          + ("we are offline, so it cannot be fetched from the hub" if "/" in hub_id
                             else "does not look like a hub id (owner/name)"))
-    from huggingface_hub import snapshot_download
-
     return Path(snapshot_download(hub_id, allow_patterns=["config.json", "*.safetensors",
                                                           "model.safetensors.index.json"]))
 
@@ -212,15 +209,13 @@ def load_tiny_clip(path: str | Path = TINY_CLIP, device: str | torch.device = "c
     """The course's shipped tiny CLIP (trained on the Shapes world) and its tokenizer -> (model, tokenizer).
 
     The tokenizer lives next to the weights as ``<stem>.tokenizer.json``; the model is returned in eval mode.
-    Images must be prepared as in training: ``data.normalize(data.to_tensor(img))``, 32×32.
+    Images must be prepared as in training: ``images.normalize(images.to_tensor(img))``, 32×32.
     """
-    from .tokenizer import Tokenizer
-
     path = Path(path)
     tok_path = path.with_name(path.name.replace(".safetensors", ".tokenizer.json"))
     if not path.is_file():
-        raise ValueError(f"no tiny CLIP checkpoint at {path}; run `make checkpoints` (python -m minimal.checkpoints "
-                         "clip) to train one")
+        raise ValueError(f"no tiny CLIP checkpoint at {path}; run `make checkpoints` (python -m minimal.recipes.clip) "
+                         "to train one")
     if not tok_path.is_file():
         raise ValueError(f"the tokenizer {tok_path.name} is missing next to {path}")
     model = CLIP.load(path, device)
@@ -229,9 +224,3 @@ def load_tiny_clip(path: str | Path = TINY_CLIP, device: str | torch.device = "c
         raise ValueError(f"tokenizer {tok_path.name} has {tokenizer.vocab_size} tokens, the model expects "
                          f"{model.cfg.text.vocab_size}")
     return model, tokenizer
-
-
-def read_card(path: str | Path = TINY_CLIP) -> dict:
-    """The JSON card next to a shipped checkpoint (``<stem>.json``): config, command, seed, metrics, machine."""
-    path = Path(path)
-    return json.loads(path.with_suffix(".json").read_text())

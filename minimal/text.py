@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .transformer import Transformer, get_activation, rename_hf_tower
+from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
 from .weights import load_state_dict_strict
 
 
@@ -61,9 +61,7 @@ class TextConfig:
     @classmethod
     def from_hf(cls, hf_config) -> TextConfig:
         """From a HF `CLIPTextConfig` (or its dict, or a `CLIPConfig`, whose `text_config` is used)."""
-        if hasattr(hf_config, "text_config"):
-            hf_config = hf_config.text_config
-        c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        c = hf_tower_settings(hf_config, "text_config")
         eos = c.get("eos_token_id", 2)
         return cls(vocab_size=c["vocab_size"], context_length=c["max_position_embeddings"], width=c["hidden_size"],
                    layers=c["num_hidden_layers"], heads=c["num_attention_heads"], mlp_hidden=c["intermediate_size"],
@@ -88,8 +86,10 @@ class TextOutput:
     eos_positions: torch.Tensor | None = None
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(HFTower, nn.Module):
     """Token + position embeddings -> causal transformer -> final LayerNorm -> pooled at end-of-text."""
+
+    config_class = TextConfig   # what `from_hf` (HFTower) reads a HF CLIPTextConfig into
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -164,15 +164,8 @@ class TextTransformer(nn.Module):
         weights cannot tell). Every key must be used and every shape must match, or a ValueError lists the
         missing, unexpected and mis-shaped keys.
         """
-        if not isinstance(cfg, TextConfig):
-            cfg = TextConfig.from_hf(cfg)
-        model = cls(cfg)
-        return load_state_dict_strict(model, convert_hf_state_dict(state_dict), what=f"TextTransformer({cfg})")
-
-    @classmethod
-    def from_hf(cls, hf_model) -> TextTransformer:
-        """From an in-memory HF `CLIPTextModel` (config and weights)."""
-        return cls.from_hf_state_dict(hf_model.state_dict(), TextConfig.from_hf(hf_model.config))
+        cfg = cfg if isinstance(cfg, TextConfig) else TextConfig.from_hf(cfg)
+        return load_state_dict_strict(cls(cfg), convert_hf_state_dict(state_dict), what=f"TextTransformer({cfg})")
 
 
 _HF_RENAMES = {

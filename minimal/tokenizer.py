@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from .shapes import captions, sample_scene
+from .weights import atomic_path
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 # Ids 0..3 in this order. <eos> is deliberately *not* 2: Hugging Face treats a CLIP config with eos_token_id == 2 as
@@ -66,9 +72,6 @@ class Tokenizer:
         every character seen), the learned merges, and 256 byte-fallback tokens — `vocab_size` entries in all, or
         fewer when the corpus runs out of pairs seen at least `min_frequency` times.
         """
-        from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
-        from tokenizers import Tokenizer as HFTokenizer
-
         texts = list(texts)
         if not texts:
             raise ValueError("Tokenizer.train needs at least one text")
@@ -90,7 +93,8 @@ class Tokenizer:
         vocab = dict(trained["vocab"])
         for b in BYTE_TOKENS:
             vocab[b] = len(vocab)
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+        merges: list[tuple[str, str]] = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)  # type: ignore[misc]
+                                         for m in trained["merges"]]
         tok.model = models.BPE(vocab=vocab, merges=merges, unk_token=UNK, byte_fallback=True)
         tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
@@ -102,8 +106,6 @@ class Tokenizer:
 
         Its pad token is its end-of-text token, which is why the text tower pools at the *first* eos.
         """
-        from tokenizers import decoders
-
         backend = getattr(hf_tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{type(hf_tokenizer).__name__} has no `backend_tokenizer` (need a fast tokenizer)")
@@ -169,7 +171,7 @@ class Tokenizer:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         if ids and isinstance(ids[0], list):
-            return [self.decode(row, skip_special_tokens) for row in ids]
+            return [str(self.decode(row, skip_special_tokens)) for row in ids]
         if skip_special_tokens:  # stop at the first eos: what follows is padding
             specials = {self.bos_token_id, self.pad_token_id}
             ids = [i for i in ids[: ids.index(self.eos_token_id) if self.eos_token_id in ids else None]
@@ -189,18 +191,16 @@ class Tokenizer:
         path = Path(path)
         if path.suffix != ".json":
             raise ValueError(f"tokenizer path must end in .json, got {str(path)!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "kind": self.kind, "context_length": self.context_length,
                "bos": self.bos_token, "eos": self.eos_token, "pad": self.pad_token,
                "tokenizer": json.loads(self.backend.to_str())}
-        path.write_text(json.dumps(doc, ensure_ascii=False))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Read a file written by `save`."""
-        from tokenizers import Tokenizer as HFTokenizer
-
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no tokenizer file at {str(path)!r}")
@@ -223,13 +223,9 @@ def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000
     the default `vocab_size`: every English word and most Korean word forms become one token, while rarer
     particle combinations are split into stem + particle ("십자는" -> "▁십자" + "는"). Smaller vocabularies split
     more (chapter 03, exercise 2)."""
-    import random
-
-    from . import data
-
     rng = random.Random(seed)
     texts = []
     for _ in range(n_scenes):
-        scene = data.sample_scene(rng, split="train")
-        texts += data.captions(scene, "en") + data.captions(scene, "ko")
+        scene = sample_scene(rng, split="train")
+        texts += captions(scene, "en") + captions(scene, "ko")
     return Tokenizer.train(texts, vocab_size=vocab_size, context_length=context_length)

@@ -36,10 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from tqdm.auto import tqdm
 
-from minimal import env
-from minimal.weights import check_state_dict, load_safetensors, save_safetensors
+from . import env
+from .weights import check_state_dict, load_safetensors, save_safetensors
 
 CKPT_NAME = "train_state.safetensors"
 
@@ -109,7 +112,7 @@ class _BatchSource:
         self.factory = batches if callable(batches) and not isinstance(batches, Iterable) else None
         if self.factory is None and not isinstance(batches, Iterable):
             raise TypeError(f"batches must be a callable step -> batch or an iterable, got {type(batches).__name__}")
-        self.iterable = batches
+        self.iterable: Any = batches
         self.it: Iterator[Any] | None = None
 
     def get(self, step: int) -> Any:
@@ -183,14 +186,11 @@ def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch
     tensors.update(rng_tensors)
     config = {"step": step, "history": history, "param_groups": opt["param_groups"], "optim_state": opt_meta,
               "rng": rng_meta, **(extra or {})}
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.safetensors")
-    save_safetensors(tmp, tensors, config)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(path, tensors, config)   # atomic: a temporary file, then one rename
 
 
-def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
+                     ) -> tuple[int, list[float]]:
     """Restore model (strictly: every trainable key, right shapes), optimizer and RNGs; return (step, history)."""
     tensors, cfg = load_safetensors(path)
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -221,24 +221,12 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
 
 
-def train(model: nn.Module,
-          loss_fn: Callable[..., torch.Tensor],
-          batches: Callable[[int], Any] | Iterable[Any],
-          steps: int,
-          lr: float = 1e-3,
-          warmup: int = 0,
-          weight_decay: float = 0.0,
-          betas: tuple[float, float] = (0.9, 0.999),
-          min_lr_ratio: float = 0.0,
-          grad_clip: float | None = 1.0,
-          device: torch.device | str | None = None,
-          amp: bool | None = None,
-          ckpt_dir: str | os.PathLike | None = None,
-          ckpt_every: int = 0,
-          resume: bool = False,
-          progress: bool = True,
-          on_step: Callable[[int, float], None] | None = None,
-          compile: bool = False,
+def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Callable[[int], Any] | Iterable[Any],
+          steps: int, lr: float = 1e-3, warmup: int = 0, weight_decay: float = 0.0,
+          betas: tuple[float, float] = (0.9, 0.999), min_lr_ratio: float = 0.0, grad_clip: float | None = 1.0,
+          device: torch.device | str | None = None, amp: bool | None = None,
+          ckpt_dir: str | os.PathLike | None = None, ckpt_every: int = 0, resume: bool = False,
+          progress: bool = True, on_step: Callable[[int, float], None] | None = None, compile: bool = False,
           ddp_options: dict | None = None) -> list[float]:
     """Train `model` in place for `steps` optimizer steps; return the loss of every step.
 
@@ -269,45 +257,25 @@ def train(model: nn.Module,
     Raises:
         FloatingPointError when the loss becomes NaN/inf (with the step), ValueError on bad arguments.
     """
-    from tqdm.auto import tqdm
-
-    if steps < 0 or warmup < 0 or ckpt_every < 0:
-        raise ValueError(f"steps, warmup and ckpt_every must be ≥ 0, got {steps}, {warmup}, {ckpt_every}")
-    if (ckpt_every or resume) and ckpt_dir is None:
-        raise ValueError("ckpt_every/resume need a ckpt_dir")
+    _check_schedule(steps, warmup, ckpt_every, resume, ckpt_dir)
     device = _setup_distributed(torch.device(device) if device is not None else None)
     device = device if device is not None else env.pick_device(verbose=False)
     rank, world_size = world()
     amp = (device.type == "cuda") if amp is None else amp
     two_args = len(inspect.signature(loss_fn).parameters) >= 2
 
+    if world_size > 1 and not two_args:
+        raise ValueError("under torchrun loss_fn must take (model, batch) so the forward goes through DDP")
     model.to(device)
     was_training = model.training
     model.train()
-    net: nn.Module = model
-    if world_size > 1:
-        if not two_args:
-            raise ValueError("under torchrun loss_fn must take (model, batch) so the forward goes through DDP")
-        options = dict(ddp_options or {})
-        bf16_grads = options.pop("bf16_grads", False)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  **options)
-        if bf16_grads:
-            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-            net.register_comm_hook(None, default_hooks.bf16_compress_hook)
-    if compile:
-        net = torch.compile(net)  # attribute look-ups (net.module, net.logit_scale) pass through to the model
+    net = _wrap(model, device, world_size, compile, ddp_options)
     optimizer = make_optimizer(model, lr, weight_decay, betas)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     source = _BatchSource(batches)
 
-    start, history = 0, []
     ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        source.skip_to(_peek_step(ckpt_path))  # replay the data first: the RNG state is restored after it
-        start, history = load_train_state(ckpt_path, model, optimizer)
-        if start > steps:
-            raise ValueError(f"checkpoint {ckpt_path} is at step {start}, beyond steps={steps}")
+    start, history = _resume(ckpt_path, source, model, optimizer, steps) if resume else (0, list[float]())
 
     bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
     for step in range(start, steps):
@@ -316,21 +284,9 @@ def train(model: nn.Module,
         batch = to_device(source.get(step), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(net, batch) if two_args else loss_fn(batch)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-
-        value = loss.detach().float()
-        if world_size > 1:
-            dist.all_reduce(value)
-            value /= world_size
-        history.append(value.item())
+        _check_loss(loss, step)
+        _update(loss, optimizer, params, grad_clip)
+        history.append(_mean_over_processes(loss, world_size))
         bar.update(1)
         if step % max(1, steps // 100) == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{history[-1]:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -338,7 +294,6 @@ def train(model: nn.Module,
             on_step(step + 1, history[-1])
         if ckpt_path is not None and ckpt_every and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
             if rank == 0:
-                ckpt_path.parent.mkdir(parents=True, exist_ok=True)
                 save_train_state(ckpt_path, model, optimizer, step + 1, history, {"steps": steps, "lr": lr})
             if world_size > 1:
                 dist.barrier()
@@ -347,9 +302,68 @@ def train(model: nn.Module,
     return history
 
 
+def _wrap(model: nn.Module, device: torch.device, world_size: int, compile: bool, ddp_options: dict | None) -> Any:
+    """What each step calls: the model itself, or DistributedDataParallel and/or torch.compile around it."""
+    net: Any = model
+    if world_size > 1:
+        options = dict(ddp_options or {})
+        bf16_grads = options.pop("bf16_grads", False)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  **options)
+        if bf16_grads:
+            net.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    if compile:
+        net = torch.compile(net)  # attribute look-ups (net.module, net.logit_scale) pass through to the model
+    return net
+
+
+def _check_schedule(steps: int, warmup: int, ckpt_every: int, resume: bool, ckpt_dir: object) -> None:
+    if steps < 0 or warmup < 0 or ckpt_every < 0:
+        raise ValueError(f"steps, warmup and ckpt_every must be ≥ 0, got {steps}, {warmup}, {ckpt_every}")
+    if (ckpt_every or resume) and ckpt_dir is None:
+        raise ValueError("ckpt_every/resume need a ckpt_dir")
+
+
+def _resume(ckpt_path: Path | None, source: _BatchSource, model: nn.Module, optimizer: torch.optim.Optimizer,
+            steps: int) -> tuple[int, list[float]]:
+    """(step, history) to continue from: the checkpoint's, with the data replayed up to it, or (0, []) if none."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return 0, []
+    source.skip_to(_peek_step(ckpt_path))  # replay the data first: the RNG state is restored after it
+    start, history = load_train_state(ckpt_path, model, optimizer)
+    if start > steps:
+        raise ValueError(f"checkpoint {ckpt_path} is at step {start}, beyond steps={steps}")
+    return start, history
+
+
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+            grad_clip: float | None) -> None:
+    """Backward, clip the global gradient norm (if `grad_clip`), one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
+def _check_loss(loss: Any, step: int) -> None:
+    """A loss must be a finite scalar tensor: say which rule broke and at which step."""
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the lr or check the data")
+
+
+def _mean_over_processes(loss: torch.Tensor, world_size: int) -> float:
+    """The step's loss as a float; under DDP the mean over the processes (every rank logs the same history)."""
+    value = loss.detach().float()
+    if world_size > 1:
+        dist.all_reduce(value)
+        value /= world_size
+    return value.item()
+
+
 def _peek_step(path: Path) -> int:
     """The step stored in a training checkpoint, without loading its tensors."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return int(json.loads((f.metadata() or {})["config"])["step"])

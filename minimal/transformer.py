@@ -14,6 +14,8 @@ CLIP weights is a rename, not a rewrite (see `vit.convert_hf_state_dict` and `te
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -160,9 +162,31 @@ class Transformer(nn.Module):
         """Attention probabilities of every block: x (B, T, D) -> (layers, B, heads, T, T)."""
         maps = []
         for block in self.blocks:
+            assert isinstance(block, Block)
             maps.append(block.self_attn.attention_weights(block.layer_norm1(x), causal=causal))
             x = block(x, causal=causal)
         return torch.stack(maps)
+
+
+class HFTower:
+    """What both CLIP towers share for Hugging Face import: `from_hf(hf_model)` builds ours from an in-memory HF
+    tower (`CLIPVisionModel` / `CLIPTextModel`: its config and its weights). A tower names its config class in
+    `config_class` and defines `from_hf_state_dict(state_dict, cfg)`."""
+
+    config_class: Any
+    from_hf_state_dict: Callable[..., Any]
+
+    @classmethod
+    def from_hf(cls, hf_model: Any) -> Any:
+        return cls.from_hf_state_dict(hf_model.state_dict(), cls.config_class.from_hf(hf_model.config))
+
+
+def hf_tower_settings(hf_config: Any, tower: str) -> dict:
+    """One tower's HF settings as a dict, from its config, that config's dict, or a whole `CLIPConfig` (whose
+    `tower` — "text_config" or "vision_config" — is used)."""
+    if hasattr(hf_config, tower):
+        hf_config = getattr(hf_config, tower)
+    return hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
 
 
 def rename_hf_tower(state_dict: dict, prefix: str, renames: dict[str, str],

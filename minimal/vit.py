@@ -5,8 +5,8 @@ image into p×p patches (패치), flattens each, and maps it to a vector with on
 embedding* (패치 임베딩). A learned [CLS] vector is put in front, learned position embeddings (위치 임베딩) are
 added, and the sequence goes through the same pre-LN transformer as text. The [CLS] output is the image's summary.
 
-Input: float pixels (B, C, S, S), normalised (`data.normalize`). PIL images of any mode (L, RGBA, P, ...) are made
-RGB by `data.to_tensor` (via `data.to_rgb`: transparency composited on white) — the model itself only checks and
+Input: float pixels (B, C, S, S), normalised (`images.normalize`). PIL images of any mode (L, RGBA, P, ...) are made
+RGB by `images.to_tensor` (via `images.to_rgb`: transparency composited on white) — the model itself only checks and
 refuses, with a ValueError naming the value: non-float (uint8/int) pixels, a wrong channel count, a size not
 divisible by the patch size or not the configured size.
 
@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .transformer import Transformer, get_activation, rename_hf_tower
+from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
 from .weights import load_state_dict_strict
 
 
@@ -32,14 +32,14 @@ class ViTConfig:
     """Hyper-parameters of the ViT. Defaults: 32-px images, 8-px patches -> 16 patches + [CLS]."""
 
     image_size: int = 32
-    patch_size: int = 8
+    patch_size: int = 8        # p: an image is cut into (image_size / p)^2 patches of p x p pixels
     channels: int = 3
-    width: int = 128
-    layers: int = 4
-    heads: int = 4
-    mlp_hidden: int = 512
-    act: str = "quick_gelu"
-    eps: float = 1e-5
+    width: int = 128           # D: every patch becomes one D-dimensional token
+    layers: int = 4            # transformer blocks
+    heads: int = 4             # attention heads per block (D / heads dimensions each)
+    mlp_hidden: int = 512      # the MLP's hidden width (4 D in CLIP)
+    act: str = "quick_gelu"    # CLIP's x * sigmoid(1.702 x)
+    eps: float = 1e-5          # LayerNorm epsilon
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "channels", "width", "layers", "heads", "mlp_hidden"):
@@ -67,9 +67,7 @@ class ViTConfig:
     @classmethod
     def from_hf(cls, hf_config) -> ViTConfig:
         """From a HF `CLIPVisionConfig` (or its dict, or a `CLIPConfig`, whose `vision_config` is used)."""
-        if hasattr(hf_config, "vision_config"):
-            hf_config = hf_config.vision_config
-        c = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        c = hf_tower_settings(hf_config, "vision_config")
         return cls(image_size=c["image_size"], patch_size=c["patch_size"], channels=c.get("num_channels", 3),
                    width=c["hidden_size"], layers=c["num_hidden_layers"], heads=c["num_attention_heads"],
                    mlp_hidden=c["intermediate_size"], act=c.get("hidden_act", "quick_gelu"),
@@ -124,8 +122,10 @@ def conv_weight_to_linear(weight: torch.Tensor) -> torch.Tensor:
     return rearrange(weight, "d c p1 p2 -> d (p1 p2 c)")
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(HFTower, nn.Module):
     """ViT: patchify -> linear patch embedding -> [CLS] + positions -> pre-norm -> transformer -> pooled [CLS]."""
+
+    config_class = ViTConfig   # what `from_hf` (HFTower) reads a HF CLIPVisionConfig into
 
     def __init__(self, cfg: ViTConfig | None = None):
         super().__init__()
@@ -147,7 +147,7 @@ class VisionTransformer(nn.Module):
         if not isinstance(pixels, torch.Tensor):
             raise ValueError(f"pixels must be a torch.Tensor, got {type(pixels).__name__}")
         if not pixels.is_floating_point():
-            raise ValueError(f"pixels have dtype {pixels.dtype}; expected floats (e.g. data.to_tensor gives "
+            raise ValueError(f"pixels have dtype {pixels.dtype}; expected floats (e.g. images.to_tensor gives "
                              f"[0, 1] floats; then normalise). Integer/uint8 images must be converted first")
         if pixels.ndim != 4:
             hint = " (a single image? use pixels.unsqueeze(0))" if pixels.ndim == 3 else ""
@@ -155,7 +155,8 @@ class VisionTransformer(nn.Module):
         _, C, H, W = pixels.shape
         if C != cfg.channels:
             raise ValueError(f"pixels have {C} channels, the model expects {cfg.channels} "
-                             f"(shape {tuple(pixels.shape)}; PIL images of any mode become RGB through data.to_tensor / data.to_rgb)")
+                             f"(shape {tuple(pixels.shape)}; PIL images of any mode become RGB through "
+                             "images.to_tensor / images.to_rgb)")
         if H % cfg.patch_size or W % cfg.patch_size:
             raise ValueError(f"image size {H}x{W} is not divisible by patch size {cfg.patch_size}")
         if (H, W) != (cfg.image_size, cfg.image_size):
@@ -192,15 +193,8 @@ class VisionTransformer(nn.Module):
         """
         sd = convert_hf_state_dict(state_dict)
         cfg = cfg or _infer_config(sd)
-        if not isinstance(cfg, ViTConfig):
-            cfg = ViTConfig.from_hf(cfg)
-        model = cls(cfg)
-        return load_state_dict_strict(model, sd, what=f"VisionTransformer({cfg})")
-
-    @classmethod
-    def from_hf(cls, hf_model) -> VisionTransformer:
-        """From an in-memory HF `CLIPVisionModel` (config and weights)."""
-        return cls.from_hf_state_dict(hf_model.state_dict(), ViTConfig.from_hf(hf_model.config))
+        cfg = cfg if isinstance(cfg, ViTConfig) else ViTConfig.from_hf(cfg)
+        return load_state_dict_strict(cls(cfg), sd, what=f"VisionTransformer({cfg})")
 
 
 # HF name (after stripping "vision_model.") -> ours. Encoder layers are renamed by prefix below.

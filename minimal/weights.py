@@ -1,4 +1,4 @@
-"""Loading and saving weights, strictly. Shared by every model in `minimal`.
+"""Loading and saving weights, strictly, and the course's checkpoint plumbing. Shared by every model in `minimal`.
 
 Two rules, both learned the hard way in other codebases:
 
@@ -6,6 +6,11 @@ Two rules, both learned the hard way in other codebases:
   mis-shaped key. A silently skipped key gives a model that runs, produces plausible numbers, and is wrong.
 * Checkpoints are safetensors (no pickle: loading one never runs code) with the model's config as JSON in the same
   file, so a checkpoint is self-describing.
+
+Every shipped checkpoint lives in `CHECKPOINT_DIR` (data/checkpoints/) with a JSON *card* next to it (same stem,
+.json): the command that made it, the machine, the date and its figures. `save_with_card` writes both, each
+atomically (a temporary file in the same folder, then `os.replace`), so an interrupted run leaves the previous
+checkpoint and card intact; `read_card` reads a card back.
 """
 
 from __future__ import annotations
@@ -13,11 +18,19 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+M = TypeVar("M", bound=nn.Module)
 
 _MAX_LISTED = 12  # keys listed per category in an error; the rest are counted
 
@@ -50,8 +63,7 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, t
         raise ValueError(f"state dict does not fit {what}:\n" + "\n".join(problems))
 
 
-def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                           what: str | None = None) -> nn.Module:
+def load_state_dict_strict(module: M, state_dict: Mapping[str, torch.Tensor], what: str | None = None) -> M:
     """Copy `state_dict` into `module` after checking every key and shape (see `check_state_dict`).
 
     Values are cast to each parameter's dtype and device by `load_state_dict`. Returns `module`.
@@ -71,8 +83,6 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
     Tensors are detached, moved to CPU and made contiguous; tensors sharing memory (tied weights) are stored as
     separate copies. The config lives in the file's metadata under the key "config". Returns the path.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors, got {str(path)!r}")
@@ -89,8 +99,8 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
             v = v.clone()
         seen.add(v.untyped_storage().data_ptr())
         out[k] = v
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata={"format": "pt", "config": config_json})
+    with atomic_path(path) as tmp:
+        save_file(out, str(tmp), metadata={"format": "pt", "config": config_json})
     return path
 
 
@@ -120,13 +130,12 @@ def _check_safetensors_file(path: Path) -> None:
         raise ValueError(f"{path} is truncated: {size} bytes on disk, {needed} needed")
 
 
-def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
+                     ) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by `save_safetensors` -> ``(tensors, config)``.
 
     A file without our config metadata (e.g. a HF `model.safetensors`) loads with ``config == {}``.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     _check_safetensors_file(path)
     try:
@@ -140,3 +149,81 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: config metadata is not valid JSON: {e}") from e
     return tensors, config
+
+
+class atomic_path:
+    """``with atomic_path(path) as tmp:`` write to `tmp`; on success it replaces `path` in one step (os.replace),
+    on failure it is removed. Readers see the old file or the new one, never half of one."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented UTF-8 JSON (Korean kept readable), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def card_path(checkpoint: str | os.PathLike) -> Path:
+    """The card of a checkpoint: same folder and stem, .json."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def save_with_card(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict | None,
+                   card: dict) -> Path:
+    """Write a checkpoint (`save_safetensors`) and then its card (with `file_bytes` added), each atomically."""
+    path = save_safetensors(path, tensors, config)
+    write_json(card_path(path), {**card, "file_bytes": path.stat().st_size})
+    return path
+
+
+def read_card(checkpoint: str | os.PathLike) -> dict:
+    """The JSON card next to a checkpoint (a clear error if there is none)."""
+    path = card_path(checkpoint)
+    if not path.is_file():
+        raise ValueError(f"no card next to {checkpoint}: expected {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_checkpoint(path: str | os.PathLike, key: str, what: str, train_command: str
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, config[key]) of a course checkpoint, with a clear error when the file is missing (naming the
+    command that trains it) or was not written for `what` (no `key` in its metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no {what} checkpoint at {path}; train one with `{train_command}`")
+    tensors, config = load_safetensors(path)
+    if key not in config:
+        raise ValueError(f"{path} is not a {what} checkpoint (no {key!r} in its metadata)")
+    return tensors, config[key]
+
+
+def load_module(path: str | os.PathLike, cls: Callable[..., M], cfg_cls: Callable[..., Any], what: str,
+                train_command: str) -> M:
+    """Build `cls(cfg_cls(**config))` from a checkpoint written with `module_config(module)` and load its weights
+    strictly; eval mode. `train_command` goes into the error when the file is missing."""
+    tensors, config = read_checkpoint(path, "config", what, train_command)
+    module = cls(cfg_cls(**config))
+    load_state_dict_strict(module, tensors, what)
+    return module.eval()
+
+
+def module_config(module: nn.Module) -> dict:
+    """The metadata `load_module` reads back: {"config": the module's dataclass config as a dict}."""
+    return {"config": asdict(module.cfg)}   # type: ignore[call-overload]

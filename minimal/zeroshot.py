@@ -1,4 +1,4 @@
-"""Zero-shot classification and retrieval with a trained CLIP (chapters 05 and 06, book §14.2.3).
+"""Zero-shot classification with a trained CLIP (chapter 05, book §14.2.3): the course's one zero-shot evaluator.
 
 Zero-shot (제로샷) classification needs no labelled training data: each class name is written into a sentence —
 a *prompt* (프롬프트) such as "a photo of a {}." — the text tower embeds it, and an image gets the class whose
@@ -7,24 +7,27 @@ sentence helps; averaging the embeddings of *several* sentences per class — pr
 앙상블) — helps again. The averaged, re-normalised vectors are the weights of a linear classifier built from
 text alone.
 
-Retrieval (검색) uses the same similarity in both directions: text→image ("image retrieval": for each caption,
-is its image among the top K?) and image→text ("text retrieval": for each image, is *any* of its captions among
-the top K?). Recall@K follows CLIP_benchmark's definition; ties between a positive and a negative score are counted
-against the model, so a model that scores everything the same gets no credit.
-
-Everything here works on embeddings or on plain encode functions, so the same code runs our tiny CLIP, our CLIP
+Everything works on embeddings or on plain encode functions, so the same code runs our tiny CLIP, our CLIP
 loaded with OpenAI's weights, or a Hugging Face `CLIPModel` (`encoders(model, tokenizer)` builds the functions).
+The Shapes world's tasks are evaluated here too (`task_prompts`, `task_accuracy`, `evaluate_tasks`): the README's
+figures, chapter 05 and the output side's judge all classify through `ZeroShotClassifier` with these prompts.
+Retrieval, the other use of the same similarity, is in `minimal.retrieval`.
 """
 
 from __future__ import annotations
 
-import re
+import random
 from collections import Counter
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .images import normalize
+from .shapes import COLOURS, POSITIONS, SHAPES, SIZES, ZERO_SHOT_TASKS, Obj, zero_shot_set
+from .shapes.language import count_phrase, fix_articles, indefinite, noun_phrase
 
 EncodeText = Callable[[list[str]], torch.Tensor]
 EncodeImage = Callable[[torch.Tensor], torch.Tensor]
@@ -34,6 +37,7 @@ EncodeImage = Callable[[torch.Tensor], torch.Tensor]
 
 LABEL_ONLY = "{}"
 PHOTO_TEMPLATE = "a photo of a {}."   # the paper's default prompt
+PROMPT_STYLES = ("world", "photo")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Prompts:
         return [fill(t, self.names.get(label, label)) for t in self.templates]
 
 
-_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
+# A prompt set: templates with one "{}" each, a `Prompts`, or the prompts themselves, one list per label.
+PromptSet = Sequence[str] | Prompts | Sequence[Sequence[str]]
 
 
 def fill(template: str, label: str) -> str:
@@ -58,35 +63,24 @@ def fill(template: str, label: str) -> str:
         raise ValueError(f"a template needs exactly one '{{}}' placeholder, got {template!r}")
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"labels must be non-empty strings, got {label!r}")
-    return _ARTICLE.sub(r"\1n ", template.replace("{}", label))
+    return fix_articles(template.replace("{}", label))
 
 
-# Prompt ensembles for the Shapes world's zero-shot tasks (`minimal.data.ZERO_SHOT_TASKS`), written in the style of
-# its captions ("a small red circle on the left", "there is one shape: a red circle"). Like the paper's "a photo of a
-# big {}" / "a photo of a small {}", they average over the attributes the task does *not* ask about.
-SHAPES_PROMPTS: dict[str, Prompts] = {
-    "colour": Prompts(("a {} shape", "a small {} shape", "a large {} shape", "a {} shape on the left",
-                       "a {} shape in the centre", "a {} shape at the top", "there is one shape: a {} shape")),
-    "shape": Prompts(("a {}", "a small {}", "a large {}", "a {} on the left", "a {} in the centre",
-                      "there is one shape: a {}", "a small {} at the bottom")),
-    "colour_shape": Prompts(("a {}", "a small {}", "a large {}", "a {} on the right", "a {} at the top",
-                             "there is one shape: a {}", "there is one shape: a large {}")),
-    "size": Prompts(tuple(f"a {{}} {s}" for s in ("circle", "square", "triangle", "diamond", "cross", "star"))
-                    + ("a {} shape",)),
-    "position": Prompts(("a shape {}", "a circle {}", "a square {}", "a triangle {}", "a star {}", "a red shape {}",
-                         "a blue shape {}"),
-                        {"left": "on the left", "right": "on the right", "top": "at the top",
-                         "bottom": "at the bottom", "centre": "in the centre"}),
-    "count": Prompts(("there {}", "there {}: a circle", "there {}: a red shape", "there {}: a small shape",
-                      "there {}: a large shape"),
-                     {"one": "is one shape", "two": "are two shapes", "three": "are three shapes"}),
-}
+def prompt_texts(labels: Sequence[str], prompts: PromptSet = (PHOTO_TEMPLATE,)) -> list[list[str]]:
+    """The prompts of every label: a list (one per label) of lists (one per template) of strings.
 
-
-def prompt_texts(labels: Sequence[str], templates: Sequence[str] | Prompts = (PHOTO_TEMPLATE,)) -> list[list[str]]:
-    """The prompts of every label: a list (one per label) of lists (one per template) of strings."""
+    prompts: templates ("a photo of a {}."), a `Prompts`, or already written prompts, one non-empty list per label.
+    """
     _check_labels(labels)
-    prompts = templates if isinstance(templates, Prompts) else Prompts(tuple(templates))
+    if isinstance(prompts, str):
+        raise ValueError(f"prompts must be a list of templates, not one string ({prompts!r})")
+    if not isinstance(prompts, Prompts) and len(prompts) and not isinstance(prompts[0], str):
+        texts = [list(group) for group in prompts]            # written out already: one list per label
+        if len(texts) != len(labels) or not all(texts) or not all(isinstance(t, str) for g in texts for t in g):
+            raise ValueError(f"written-out prompts need one non-empty list of strings per label ({len(labels)} "
+                             f"labels), got {len(texts)} lists")
+        return texts
+    prompts = prompts if isinstance(prompts, Prompts) else Prompts(tuple(prompts))   # type: ignore[arg-type]
     if not prompts.templates:
         raise ValueError("need at least one template")
     return [prompts.texts(label) for label in labels]
@@ -103,15 +97,54 @@ def _check_labels(labels: Sequence[str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def task_prompts(task: str, style: str = "world") -> list[list[str]]:
+    """The course's prompts for a Shapes zero-shot task: one list per label (in `ZERO_SHOT_TASKS[task].labels`
+    order) whose embeddings are averaged, an ensemble over the attributes the task does not ask about.
+
+    style="world": the world's own caption phrasing ("a red shape on the left", "a small circle", ...).
+    style="photo": the CLIP paper's "a photo of a {label}." (words our captions never use — shows why prompts matter).
+    """
+    if task not in ZERO_SHOT_TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(ZERO_SHOT_TASKS)}")
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+    labels = ZERO_SHOT_TASKS[task].labels
+    if style == "photo":
+        return prompt_texts(labels, [PHOTO_TEMPLATE])
+
+    placeholder = {"shape": SHAPES[0], "colour": COLOURS[0], "size": SIZES[0], "position": POSITIONS[0]}
+
+    def phrase(named: dict[str, str], size: bool = True, colour: bool = True, shape: bool = True,
+               where: bool = True) -> str:   # a noun phrase naming only what is left on
+        return noun_phrase(Obj(**{**placeholder, **named}), size, colour, shape, where)
+
+    if task == "colour_shape":
+        return [[indefinite(label)] for label in labels]
+    if task == "colour":
+        return [[phrase({"colour": c, "position": p}, size=False, shape=False) for p in POSITIONS] for c in labels]
+    if task == "shape":
+        return [[phrase({"shape": s, "position": p}, size=False, colour=False) for p in POSITIONS] for s in labels]
+    if task == "position":
+        return [[phrase({"shape": s, "position": p}, size=False, colour=False) for s in SHAPES] for p in labels]
+    if task == "size":
+        return [[phrase({"shape": s, "size": z}, colour=False, where=False) for s in SHAPES] for z in labels]
+    rng = random.Random(0)   # count: eight short listings per number, "there are two shapes: a circle and a star"
+    return [[count_phrase([indefinite(rng.choice(SHAPES)) for _ in range(k)]) for _ in range(8)]
+            for k in range(1, len(labels) + 1)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Encoders: model + tokenizer -> two functions that return (un-normalised) embeddings
 
 
-def encoders(model: torch.nn.Module, tokenizer: Callable, *, image_transform: Callable | None = None,
+def encoders(model: Any, tokenizer: Callable, *, image_transform: Callable | None = None,
              context_length: int | None = None, device: torch.device | str | None = None,
              batch_size: int = 256) -> tuple[EncodeImage, EncodeText]:
     """(encode_image, encode_text) for our `minimal.clip.CLIP` or a Hugging Face `CLIPModel`.
 
-    encode_image: pixels (B, 3, H, W) -> (B, E); `image_transform` (e.g. `minimal.data.normalize`) is applied to
+    encode_image: pixels (B, 3, H, W) -> (B, E); `image_transform` (e.g. `minimal.images.normalize`) is applied to
       each batch first. encode_text: list of B strings -> (B, E). Both run under `torch.no_grad()`, in batches of
       `batch_size`, on `device` (default: the model's), and return float32 on the CPU.
     model: ours (has `encode_image`/`encode_text`) or HF (`get_image_features`/`get_text_features`).
@@ -169,22 +202,25 @@ def encoders(model: torch.nn.Module, tokenizer: Callable, *, image_transform: Ca
 def embed(encode: Callable, inputs) -> torch.Tensor:
     """L2-normalised embeddings (N, E) of `inputs` (pixels (N,3,H,W) or N strings) through `encode`."""
     out = encode(inputs)
-    _check_2d(out, "embeddings")
+    check_embeddings(out, "embeddings")
     return F.normalize(out.float(), dim=-1)
 
 
-def _check_2d(x: torch.Tensor, what: str) -> None:
+def check_embeddings(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"{what} must be a 2-D tensor (N, E), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
 
-def _check_widths(a: torch.Tensor, b: torch.Tensor, what_a: str, what_b: str) -> None:
-    _check_2d(a, what_a)
-    _check_2d(b, what_b)
+def check_widths(a: torch.Tensor, b: torch.Tensor, what_a: str, what_b: str) -> None:
+    check_embeddings(a, what_a)
+    check_embeddings(b, what_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"embedding widths differ: {what_a} are {a.shape[1]}-d, {what_b} are {b.shape[1]}-d "
                          "(were they made by the same CLIP?)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -192,22 +228,23 @@ def _check_widths(a: torch.Tensor, b: torch.Tensor, what_a: str, what_b: str) ->
 
 
 def classifier_weights(encode_text: EncodeText, labels: Sequence[str],
-                       templates: Sequence[str] | Prompts = (PHOTO_TEMPLATE,)) -> torch.Tensor:
+                       prompts: PromptSet = (PHOTO_TEMPLATE,)) -> torch.Tensor:
     """The zero-shot classifier (E, C): for each class, the mean of its prompts' normalised text embeddings,
-    normalised again. One template gives plain prompting; several give a prompt ensemble."""
-    texts = prompt_texts(labels, templates)
-    per_class = len(texts[0])
-    emb = embed(encode_text, [t for group in texts for t in group])       # (C*T, E)
-    if emb.shape[0] != len(labels) * per_class:
-        raise ValueError(f"encode_text returned {emb.shape[0]} rows for {len(labels) * per_class} prompts")
-    weights = emb.view(len(labels), per_class, -1).mean(dim=1)              # (C, E)
-    return F.normalize(weights, dim=-1).T.contiguous()                      # (E, C)
+    normalised again. One template gives plain prompting; several give a prompt ensemble. `prompts`: see
+    `prompt_texts` (templates, a `Prompts`, or written-out prompts per label)."""
+    texts = prompt_texts(labels, prompts)
+    counts = [len(group) for group in texts]
+    emb = embed(encode_text, [t for group in texts for t in group])       # (sum of counts, E)
+    if emb.shape[0] != sum(counts):
+        raise ValueError(f"encode_text returned {emb.shape[0]} rows for {sum(counts)} prompts")
+    weights = torch.stack([group.mean(dim=0) for group in emb.split(counts)])   # (C, E)
+    return F.normalize(weights, dim=-1).T.contiguous()                          # (E, C)
 
 
 def zero_shot_logits(image_embeds: torch.Tensor, weights: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
     """(N, C) scaled cosine similarities of images (N, E) to the classifier `weights` (E, C)."""
-    _check_2d(weights, "classifier weights")
-    _check_widths(image_embeds, weights.T, "image embeddings", "classifier weights")
+    check_embeddings(weights, "classifier weights")
+    check_widths(image_embeds, weights.T, "image embeddings", "classifier weights")
     return scale * F.normalize(image_embeds.float(), dim=-1) @ weights.float()
 
 
@@ -221,133 +258,70 @@ def accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> float:
     if predictions.shape != targets.shape or predictions.numel() == 0:
         raise ValueError(f"need two non-empty tensors of one shape, got {tuple(predictions.shape)} and "
                          f"{tuple(targets.shape)}")
-    return (predictions.cpu() == targets.cpu()).float().mean().item()
+    return int((predictions.cpu() == targets.cpu()).sum()) / predictions.numel()   # an exact fraction
+
+
+class ZeroShotClassifier:
+    """An image classifier built from text alone: `encode_image` plus the class weights of a prompt set.
+
+    classifier(pixels (N, 3, H, W)) -> (N,) class indices; `.names(pixels)` -> the labels themselves.
+    """
+
+    def __init__(self, encode_image: EncodeImage, weights: torch.Tensor, labels: Sequence[str]):
+        check_embeddings(weights.T, "classifier weights")
+        if weights.shape[1] != len(labels):
+            raise ValueError(f"{weights.shape[1]} classes in the weights but {len(labels)} labels")
+        self.encode_image, self.weights, self.labels = encode_image, weights, list(labels)
+
+    @classmethod
+    def from_prompts(cls, encode_image: EncodeImage, encode_text: EncodeText, labels: Sequence[str],
+                     prompts: PromptSet = (PHOTO_TEMPLATE,)) -> ZeroShotClassifier:
+        return cls(encode_image, classifier_weights(encode_text, labels, prompts), labels)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return predict(embed(self.encode_image, pixels), self.weights)
+
+    def names(self, pixels: torch.Tensor) -> list[str]:
+        return [self.labels[i] for i in self(pixels).tolist()]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Retrieval
+# The Shapes world's tasks
 
 
-def similarity(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Cosine similarities (Q, G) between query embeddings (Q, E) and gallery embeddings (G, E)."""
-    _check_widths(queries, gallery, "query embeddings", "gallery embeddings")
-    return F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T
+def task_classifier(model: torch.nn.Module, tokenizer: Callable, task: str, style: str = "world"
+                    ) -> ZeroShotClassifier:
+    """A zero-shot classifier for one Shapes task with the course's prompts (`task_prompts`); images in [0, 1]."""
+    encode_image, encode_text = encoders(model, tokenizer, image_transform=normalize)
+    labels = ZERO_SHOT_TASKS[task].labels if task in ZERO_SHOT_TASKS else []
+    return ZeroShotClassifier.from_prompts(encode_image, encode_text, labels, task_prompts(task, style))
 
 
-def search(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-k gallery items per query: (scores (Q, k), indices (Q, k)), best first."""
-    scores = similarity(queries, gallery)
-    _check_k(k, scores.shape[1], "gallery items")
-    return scores.topk(k, dim=1)
+def task_accuracy(model: torch.nn.Module, tokenizer: Callable, task: str, n: int = 1000, seed: int = 12345,
+                  split: str = "any", style: str = "world") -> float:
+    """Zero-shot accuracy on `n` fresh images of a task (world seed `seed`, `split`); the model is put in eval
+    mode for the measurement and restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        images, targets, _ = zero_shot_set(task, n, seed=seed, split=split)
+        return accuracy(task_classifier(model, tokenizer, task, style)(images), targets)
+    finally:
+        model.train(was_training)
 
 
-def _check_k(k: int, n: int, what: str) -> None:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"K must be a positive int, got {k!r}")
-    if k > n:
-        raise ValueError(f"K={k} is larger than the gallery ({n} {what}): Recall@{k} would be meaningless")
+def evaluate_tasks(model: torch.nn.Module, tokenizer: Callable, seed: int = 12345, n: int = 1000,
+                   style: str = "world") -> dict:
+    """The tiny CLIP's zero-shot figures (the `"clip"` part of `benchmarks/quality.py` and its card).
 
-
-def hits_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """(Q,) bool: does query q have at least one positive among its top-k gallery items?
-
-    scores (Q, G); positives (Q, G) bool, each row with at least one True. Ties are broken against the model: a
-    positive is in the top k when fewer than k *negatives* score at least as high as the best positive. With no
-    ties this is exactly CLIP_benchmark's `recall_at_k(...) > 0`.
+    zeroshot_seen / zeroshot_unseen: `2n` one-object images of train-split pairs / of held-out pairs, classified
+    among all 48 colour–shape labels. colour, shape, size, position, count: `n` images of each task (split "any").
     """
-    _check_2d(scores, "scores")
-    if positives.shape != scores.shape or positives.dtype != torch.bool:
-        raise ValueError(f"positives must be a bool tensor of the scores' shape {tuple(scores.shape)}, got "
-                         f"{positives.dtype} {tuple(positives.shape)}")
-    _check_k(k, scores.shape[1], "gallery items")
-    empty = ~positives.any(dim=1)
-    if empty.any():
-        raise ValueError(f"{int(empty.sum())} queries have no positive in the gallery (first: query "
-                         f"{int(empty.nonzero()[0])}); Recall@K is undefined for them")
-    out = []
-    for start in range(0, scores.shape[0], chunk):
-        s, p = scores[start:start + chunk], positives[start:start + chunk]
-        best = s.masked_fill(~p, float("-inf")).max(dim=1, keepdim=True).values   # best positive score
-        beaten_by = ((s >= best) & ~p).sum(dim=1)                                  # negatives at or above it
-        out.append(beaten_by < k)
-    return torch.cat(out)
-
-
-def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
-    """Fraction of queries with a positive in their top k (see `hits_at_k`). scores, positives: (Q, G)."""
-    return hits_at_k(scores, positives, k).float().mean().item()
-
-
-def paired_positives(text_to_image: torch.Tensor | Sequence[int], n_images: int) -> torch.Tensor:
-    """(M, N) bool: caption m is a positive of image n iff `text_to_image[m] == n` (several captions per image)."""
-    idx = torch.as_tensor(text_to_image, dtype=torch.long)
-    if idx.ndim != 1 or idx.numel() == 0:
-        raise ValueError(f"text_to_image must be a non-empty 1-D list of image indices, got shape {tuple(idx.shape)}")
-    if idx.min() < 0 or idx.max() >= n_images:
-        raise ValueError(f"text_to_image holds indices outside 0..{n_images - 1} "
-                         f"(min {int(idx.min())}, max {int(idx.max())})")
-    pos = torch.zeros(len(idx), n_images, dtype=torch.bool)
-    pos[torch.arange(len(idx)), idx] = True
-    return pos
-
-
-def key_positives(text_keys: Sequence[Hashable], image_keys: Sequence[Hashable]) -> torch.Tensor:
-    """(M, N) bool: caption m and image n match iff their keys are equal (e.g. the same attributes)."""
-    if len(text_keys) == 0 or len(image_keys) == 0:
-        raise ValueError("need at least one caption key and one image key")
-    ids: dict[Hashable, int] = {}
-    t = torch.tensor([ids.setdefault(key, len(ids)) for key in text_keys])
-    i = torch.tensor([ids.setdefault(key, len(ids)) for key in image_keys])
-    return t[:, None] == i[None, :]
-
-
-def caption_positives(captions: Sequence[str], true_captions: Sequence[Collection[str]]) -> torch.Tensor:
-    """(M, N) bool: caption m is a positive of image n iff it is one of image n's true descriptions
-    (`true_captions[n]`, e.g. every caption template realised for its scene). This is the "semantic" notion of a
-    hit: any image the sentence is true of counts, not only the one it was written for."""
-    if len(captions) == 0 or len(true_captions) == 0:
-        raise ValueError("need at least one caption and one image")
-    index: dict[str, list[int]] = {}
-    for n, truths in enumerate(true_captions):
-        if isinstance(truths, str):
-            raise ValueError(f"true_captions[{n}] is one string; pass a collection of strings per image")
-        for t in set(truths):
-            index.setdefault(t, []).append(n)
-    pos = torch.zeros(len(captions), len(true_captions), dtype=torch.bool)
-    for m, c in enumerate(captions):
-        pos[m, index.get(c, [])] = True
-    return pos
-
-
-def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                      text_to_image: torch.Tensor | Sequence[int] | None = None,
-                      ks: Sequence[int] = (1, 5, 10), positives: torch.Tensor | None = None) -> dict[str, float]:
-    """Recall@K both ways: {"t2i_r1": ..., "i2t_r1": ..., ...} for each K in `ks`.
-
-    image_embeds (N, E), text_embeds (M, E). Pairing: `text_to_image` (M,) gives each caption's image (CLIP_benchmark's
-    definition; default: caption m belongs to image m, so M == N), or pass `positives` (M, N) bool for any other
-    notion of a match (e.g. `key_positives` for a "semantic" hit rate).
-    t2i ("image retrieval"): for each caption, is one of its images in the top K of the N images?
-    i2t ("text retrieval"): for each image, is any of its captions in the top K of the M captions?
-    """
-    scores = similarity(text_embeds, image_embeds)                      # (M, N)
-    m, n = scores.shape
-    if positives is None:
-        if text_to_image is None:
-            if m != n:
-                raise ValueError(f"{m} captions for {n} images: pass text_to_image to say which image each belongs to")
-            text_to_image = torch.arange(n)
-        positives = paired_positives(text_to_image, n)
-    elif text_to_image is not None:
-        raise ValueError("pass text_to_image or positives, not both")
-    if positives.shape != (m, n):
-        raise ValueError(f"positives must be (captions, images) = {(m, n)}, got {tuple(positives.shape)}")
-    lonely = ~positives.any(dim=0)
-    if lonely.any():
-        raise ValueError(f"{int(lonely.sum())} images have no caption (first: image {int(lonely.nonzero()[0])}); "
-                         "text retrieval is undefined for them")
-    out = {}
-    for k in ks:
-        out[f"t2i_r{k}"] = recall_at_k(scores, positives, k)
-        out[f"i2t_r{k}"] = recall_at_k(scores.T, positives.T, k)
+    out: dict[str, Any] = {
+        "zeroshot_seen": task_accuracy(model, tokenizer, "colour_shape", 2 * n, seed, "train", style),
+        "zeroshot_unseen": task_accuracy(model, tokenizer, "colour_shape", 2 * n, seed + 1, "heldout", style)}
+    for i, task in enumerate(("colour", "shape", "size", "position", "count")):
+        out[task] = task_accuracy(model, tokenizer, task, n, seed + 2 + i, "any", style)
+    out["chance"] = {name: 1 / len(t.labels) for name, t in ZERO_SHOT_TASKS.items()}
+    out.update({"n_images": n, "world_seed": seed, "prompt_style": style})
     return out

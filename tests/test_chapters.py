@@ -3,6 +3,7 @@
 A new notebook in chapters/ is picked up by both this file and nbval without editing any list.
 """
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import sync_colab  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
+# tests/sync_colab.py is a script as well as a module; load it by path (tests/ is not a package)
+_spec = importlib.util.spec_from_file_location("sync_colab", ROOT / "tests" / "sync_colab.py")
+sync_colab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sync_colab)
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
 

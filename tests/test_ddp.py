@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from minimal.weights import load_safetensors
+
+pytestmark = pytest.mark.slow   # loads the frozen LLM or launches processes: `make unit` skips it
 
 ROOT = Path(__file__).resolve().parents[1]
 

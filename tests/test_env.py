@@ -1,5 +1,6 @@
 """minimal.env: device choice, seeding, the fast-mode switch, offline and Colab detection."""
 
+import random
 import socket
 import sys
 import time
@@ -33,7 +34,6 @@ def test_pick_device_prints_its_choice(capsys):
 def test_same_seed_same_numbers_everywhere():
     def draw():
         env.seed_everything(123)
-        import random
         return random.random(), np.random.rand(), torch.rand(3).tolist()
 
     assert draw() == draw()

@@ -13,6 +13,8 @@ import torch
 
 from minimal import env, llm
 
+pytestmark = pytest.mark.slow   # loads the frozen LLM or launches processes: `make unit` skips it
+
 # SmolLM2's tokenizer ids for this chat prompt, as read from the GGUF file (transformers 5.x); the cached
 # tokenizer must reproduce them exactly.
 PROMPT_MESSAGES = [{"role": "system", "content": "Answer briefly."},

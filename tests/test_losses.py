@@ -8,14 +8,15 @@ import tempfile
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+from transformers import CLIPConfig, CLIPModel
 
 from minimal.losses import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, clip_logits, clip_loss, clip_loss_distributed
 
 
 def test_equals_hf_clip_loss():
-    from transformers import CLIPConfig, CLIPModel
-
     torch.manual_seed(0)
     cfg = CLIPConfig(
         text_config=dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -117,9 +118,6 @@ def _global_batch():
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:

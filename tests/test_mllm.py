@@ -1,7 +1,7 @@
 """The multimodal LLM: no-image equality with the bare LLM, image slots, label masking, errors, generation, LoRA.
 
 Uses the real frozen SmolLM2 (from the cache; see test_llm.py) and a small random ViT as the encoder for the
-plumbing; one test loads the shipped projector and adapters (with the tiny CLIP) and asks it held-out questions
+plumbing; one test loads the shipped adapters (with the tiny CLIP) and asks it held-out questions
 (the chapter 08 notebook and benchmarks/quality.py measure it properly). LoRA adds layers *inside* the LLM, so
 tests that use it load their own copy of the LLM (`fresh_llm`) instead of the shared one.
 """
@@ -13,27 +13,32 @@ import random
 import pytest
 import torch
 
-from minimal import data
+from minimal import shapes
+from minimal.images import to_tensor
 from minimal.llm import load_llm
 from minimal.lora import lora_layers
 from minimal.mllm import (
     IGNORE_INDEX,
     IMAGE_TOKEN_ID,
     MLLM,
-    MLLM_PROJECTOR,
+    MLLM_ADAPTERS,
     MLLMConfig,
     build_mllm,
-    canonical_caption,
+    load_adapters,
+)
+from minimal.recipes.mllm import (
     caption_score,
     eval_set,
     evaluate_captions,
     evaluate_vqa,
-    load_projector,
     make_batches,
     normalise_answer,
     qa_turns,
 )
+from minimal.shapes import canonical_caption
 from minimal.vit import VisionTransformer, ViTConfig
+
+pytestmark = pytest.mark.slow   # loads the frozen LLM or launches processes: `make unit` skips it
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def mllm(llm):
 
 def _images(n: int) -> torch.Tensor:
     rng = random.Random(n)
-    return torch.stack([data.to_tensor(data.render(data.sample_scene(rng), 32, i)) for i in range(n)])
+    return torch.stack([to_tensor(shapes.render(shapes.sample_scene(rng), 32, i)) for i in range(n)])
 
 
 def test_without_image_logits_equal_the_bare_llm(mllm, llm):
@@ -156,7 +161,7 @@ def test_batches_are_deterministic_per_step(mllm):
 
 
 def test_caption_scoring_and_answers():
-    scene = data.Scene((data.Obj("star", "red", "small", "right"), data.Obj("circle", "blue", "large", "left")))
+    scene = shapes.Scene((shapes.Obj("star", "red", "small", "right"), shapes.Obj("circle", "blue", "large", "left")))
     cap = canonical_caption(scene)
     assert cap == "a large blue circle on the left and a small red star on the right"   # reading order
     assert caption_score(cap, scene) == 1.0
@@ -205,8 +210,8 @@ def test_adapter_checkpoints_round_trip_strictly(fresh_llm, tmp_path):
     with torch.no_grad():
         for layer in lora_layers(mllm.llm):
             layer.lora_B.normal_()
-    path = mllm.save_projector(tmp_path / "adapters.safetensors")
-    loaded_cfg, state = load_projector(path)
+    path = mllm.save_adapters(tmp_path / "adapters.safetensors", {"name": "test"})
+    loaded_cfg, state = load_adapters(path)
     assert loaded_cfg == cfg and set(state) == set(mllm.adapter_state_dict())
     assert sum(k.endswith("lora_B") for k in state) == 30 and all(
         k.startswith(("projector.", "llm.")) for k in state)
@@ -219,9 +224,10 @@ def test_adapter_checkpoints_round_trip_strictly(fresh_llm, tmp_path):
 
 
 def test_shipped_checkpoint_loads_strictly_and_answers_held_out_questions(fresh_llm):
-    assert MLLM_PROJECTOR.is_file(), f"the shipped projector is missing: {MLLM_PROJECTOR} (python -m minimal.mllm)"
-    cfg, state = load_projector(MLLM_PROJECTOR)
-    mllm = build_mllm(projector_path=MLLM_PROJECTOR, llm=fresh_llm, verbose=False)  # strict: every key, every shape
+    assert MLLM_ADAPTERS.is_file(), (f"the shipped adapters are missing: {MLLM_ADAPTERS} "
+                                     "(python -m minimal.recipes.mllm)")
+    cfg, state = load_adapters(MLLM_ADAPTERS)
+    mllm = build_mllm(adapters_path=MLLM_ADAPTERS, llm=fresh_llm, verbose=False)  # strict: every key, every shape
     assert mllm.cfg == cfg and set(state) == set(mllm.adapter_state_dict())
     counts = mllm.parameter_counts()
     assert counts["trainable"] == counts["projector"] + counts["lora"] and counts["trainable"] / counts["total"] < 0.01
@@ -251,9 +257,9 @@ def test_feature_layers_concatenate_and_normalise(llm):
 
 
 def test_long_conversations_stop_when_the_questions_run_out():
-    scene = data.Scene((data.Obj("star", "red", "small", "right"),))
+    scene = shapes.Scene((shapes.Obj("star", "red", "small", "right"),))
     turns = qa_turns(scene, random.Random(0), n_turns=50)
-    assert len(turns) == len(data.questions(scene)) and len({q for q, _ in turns}) == len(turns)
+    assert len(turns) == len(shapes.questions(scene)) and len({q for q, _ in turns}) == len(turns)
 
 
 def test_instruction_aware_image_tokens_depend_on_the_question(llm):

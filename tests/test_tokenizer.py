@@ -2,10 +2,12 @@
 wrapper around HF's CLIPTokenizer (built offline from a tiny vocabulary)."""
 
 import json
+import random
 
 import pytest
 import torch
 
+from minimal import shapes
 from minimal.text import TextConfig, TextTransformer
 from minimal.tokenizer import BYTE_TOKENS, Tokenizer, shapes_tokenizer
 
@@ -42,13 +44,9 @@ def test_frequent_words_are_single_tokens(tok):
 
 
 def test_korean_pieces_on_the_world_captions(world_tok):
-    import random
-
-    from minimal import data
-
     rng = random.Random(5)
     for _ in range(50):
-        for c in data.captions(data.sample_scene(rng, split="any"), "ko"):
+        for c in shapes.captions(shapes.sample_scene(rng, split="any"), "ko"):
             pieces = world_tok.tokens(c)
             assert not set(pieces) & set(BYTE_TOKENS) and "<unk>" not in pieces, (c, pieces)
             assert world_tok.decode(world_tok(c)[0]) == c

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,14 +203,12 @@ finish_distributed()
 '''
 
 
+@pytest.mark.slow
 def test_ddp_under_torchrun_equals_single_process(tmp_path):
-    import subprocess
-    import sys
-
     script = tmp_path / "ddp_train.py"
     script.write_text(_DDP_SCRIPT)
     single, multi = tmp_path / "single.safetensors", tmp_path / "multi.safetensors"
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(script), str(single)], check=True, env=env)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(script), str(multi)], check=True, env=env, capture_output=True)

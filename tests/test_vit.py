@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from minimal.images import normalize, to_tensor
 from minimal.vit import (
     VisionTransformer,
     ViTConfig,
@@ -164,14 +165,12 @@ def test_bad_pixels():
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK", "RGB"])
 def test_pil_images_of_any_mode_reach_the_model_as_rgb(mode):
-    """The documented path: PIL image (any mode) -> data.to_tensor (RGB, [0, 1]) -> data.normalize -> the ViT."""
-    from minimal import data
-
+    """The documented path: PIL image (any mode) -> images.to_tensor (RGB, [0, 1]) -> images.normalize -> the ViT."""
     img = Image.new("RGB", (16, 16), (200, 30, 40)).convert(mode)
-    x = data.to_tensor(img)
+    x = to_tensor(img)
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32
     model = VisionTransformer(ViTConfig(image_size=16, patch_size=4, width=16, heads=2, layers=1, mlp_hidden=16))
-    assert model(data.normalize(x)[None]).pooled.shape == (1, 16)
+    assert model(normalize(x)[None]).pooled.shape == (1, 16)
 
 
 def test_convert_keeps_unknown_keys_for_strict_reporting():

@@ -1,4 +1,5 @@
-"""Tests for minimal/data.py — the Shapes world and the image-caption folder loader.
+"""Tests for minimal.shapes — the Shapes world: vocabulary, scenes, rendering, captions, questions, zero-shot
+tasks and the torch Datasets.
 
 The caption and question checks do not trust the generator: they parse every English and Korean sentence back
 with independent regular expressions and verify each claim (size, colour, shape, position, count, relation)
@@ -8,26 +9,23 @@ against the scene, so a template that states something false, or a sentence nobo
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 
-from minimal import data
-from minimal.data import (
+from minimal import shapes
+from minimal.images import collate, to_tensor
+from minimal.shapes import (
     COLOURS,
     HELD_OUT_PAIRS,
     KO,
     POSITIONS,
     SHAPES,
     SIZES,
-    ImageCaptionFolder,
     Obj,
     Scene,
     ShapesCaptions,
@@ -39,7 +37,6 @@ from minimal.data import (
     sample_scene,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 NUM = {"one": 1, "two": 2, "three": 3}
 
 
@@ -52,7 +49,7 @@ def matches(o: Obj, c: dict) -> bool:
     return all(c.get(k) in (None, getattr(o, k)) for k in ("size", "colour", "shape", "position"))
 
 
-# Relations recomputed here from the slot geometry (not with data.left_of), so a wrong relation caption is caught.
+# Relations recomputed here from the slot geometry (not with shapes.left_of), so a wrong relation caption is caught.
 COLUMN = {"left": 0, "top": 1, "centre": 1, "bottom": 1, "right": 2}
 ROW = {"top": 0, "left": 1, "centre": 1, "right": 1, "bottom": 2}
 
@@ -76,14 +73,14 @@ def assign_distinct(objs, constraints) -> bool:
 
 
 def test_vocabulary_and_held_out_pairs():
-    assert len(SHAPES) == 6 and len(COLOURS) == 8 and len(set(data.RGB.values())) == 8
+    assert len(SHAPES) == 6 and len(COLOURS) == 8 and len(set(shapes.RGB.values())) == 8
     assert len(HELD_OUT_PAIRS) == 8
     assert all(c in COLOURS and s in SHAPES for c, s in HELD_OUT_PAIRS)
-    train = set(data.TRAIN_PAIRS)
+    train = set(shapes.TRAIN_PAIRS)
     assert not train & HELD_OUT_PAIRS and len(train) == 40
     assert {c for c, _ in train} == set(COLOURS) and {s for _, s in train} == set(SHAPES)
     # colours are distinct hues: every pair is far apart in RGB
-    rgb = np.array([data.RGB[c] for c in COLOURS], dtype=float)
+    rgb = np.array([shapes.RGB[c] for c in COLOURS], dtype=float)
     dists = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(8) * 1e9
     assert dists.min() > 60
     # every answer/label word has a Korean translation
@@ -92,17 +89,18 @@ def test_vocabulary_and_held_out_pairs():
 
 
 def test_korean_vocabulary():
-    """Written out here (not derived from data.py), so a wrong or swapped Korean word fails the caption tests too."""
-    assert data.KO_SHAPES == {"circle": "원", "square": "정사각형", "triangle": "삼각형", "diamond": "마름모",
+    """Written out here (not derived from minimal.shapes), so a wrong or swapped Korean word fails the caption tests
+    too."""
+    assert shapes.KO_SHAPES == {"circle": "원", "square": "정사각형", "triangle": "삼각형", "diamond": "마름모",
                               "cross": "십자 모양", "star": "별"}
-    assert data.KO_COLOURS == {"red": "빨간", "orange": "주황색", "yellow": "노란", "green": "초록색",
+    assert shapes.KO_COLOURS == {"red": "빨간", "orange": "주황색", "yellow": "노란", "green": "초록색",
                                "cyan": "청록색", "blue": "파란", "purple": "보라색", "pink": "분홍색"}
-    assert data.KO_COLOUR_NOUNS == {"red": "빨간색", "orange": "주황색", "yellow": "노란색", "green": "초록색",
+    assert shapes.KO_COLOUR_NOUNS == {"red": "빨간색", "orange": "주황색", "yellow": "노란색", "green": "초록색",
                                     "cyan": "청록색", "blue": "파란색", "purple": "보라색", "pink": "분홍색"}
-    assert data.KO_SIZES == {"small": "작은", "large": "큰"}
-    assert data.KO_POSITIONS == {"left": "왼쪽", "right": "오른쪽", "top": "위쪽", "bottom": "아래쪽",
+    assert shapes.KO_SIZES == {"small": "작은", "large": "큰"}
+    assert shapes.KO_POSITIONS == {"left": "왼쪽", "right": "오른쪽", "top": "위쪽", "bottom": "아래쪽",
                                  "centre": "가운데"}
-    assert [data.josa(w, "이", "가") for w in ("원", "마름모", "별", "십자 모양")] == ["원이", "마름모가", "별이",
+    assert [shapes.josa(w, "이", "가") for w in ("원", "마름모", "별", "십자 모양")] == ["원이", "마름모가", "별이",
                                                                                  "십자 모양이"]
 
 
@@ -128,13 +126,13 @@ def test_held_out_pairs_never_in_train_split():
     train = scenes(6000, seed=1, split="train")
     assert not any(s.pairs & HELD_OUT_PAIRS for s in train)
     seen = set().union(*(s.pairs for s in train))
-    assert seen == set(data.TRAIN_PAIRS)            # ...while every training pair (all colours, shapes) occurs
+    assert seen == set(shapes.TRAIN_PAIRS)            # ...while every training pair (all colours, shapes) occurs
     held = scenes(2000, seed=2, split="heldout")
     assert all(s.pairs & HELD_OUT_PAIRS for s in held)
     assert set().union(*(s.pairs & HELD_OUT_PAIRS for s in held)) == HELD_OUT_PAIRS
     ds = ShapesCaptions(500, seed=3, split="train")
     assert not any(s.is_heldout() for s in ds.scenes)
-    for task in data.ZERO_SHOT_TASKS.values():
+    for task in shapes.ZERO_SHOT_TASKS.values():
         rng = random.Random(4)
         assert not any(task.sample(rng, "train")[0].is_heldout() for _ in range(300))
     n_objects = {len(s.objects) for s in train}
@@ -167,7 +165,7 @@ def test_render_batch_matches_render():
     assert 0.0 <= batch.min() and batch.max() <= 1.0
     rng = random.Random(77)
     for i, scene in enumerate(sc):
-        assert torch.equal(batch[i], data.to_tensor(render(scene, 32, rng)))
+        assert torch.equal(batch[i], to_tensor(render(scene, 32, rng)))
 
 
 def _object_pixels(obj: Obj, size: int, seed: int) -> np.ndarray:
@@ -207,19 +205,8 @@ def test_relations_hold_in_pixels():
         a, b = scene.objects
         ma, mb = (_object_pixels(o, 32, 0) for o in (a, b))
         xa, xb, ya, yb = np.nonzero(ma)[1], np.nonzero(mb)[1], np.nonzero(ma)[0], np.nonzero(mb)[0]
-        assert data.left_of(a, b) == is_left_of(a, b) == (xa.max() < xb.min())
-        assert data.above(a, b) == is_above(a, b) == (ya.max() < yb.min())
-
-
-def test_to_tensor_and_normalize():
-    img = render(scenes(1)[0], 32, 0)
-    x = data.to_tensor(img)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-    y = data.normalize(x.unsqueeze(0))
-    mean, std = torch.tensor(data.IMAGE_MEAN).view(3, 1, 1), torch.tensor(data.IMAGE_STD).view(3, 1, 1)
-    assert torch.allclose(y[0] * std + mean, x, atol=1e-6)
-    with pytest.raises(ValueError):
-        data.normalize(torch.zeros(4, 32, 32))
+        assert shapes.left_of(a, b) == is_left_of(a, b) == (xa.max() < xb.min())
+        assert shapes.above(a, b) == is_above(a, b) == (ya.max() < yb.min())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,11 +263,11 @@ def check_en_caption(cap: str, scene: Scene) -> None:
             assert sum(matches(o, c) for o in objs) == 1, cap
 
 
-KO_COL = {v: k for k, v in data.KO_COLOURS.items()}
-KO_COL_NOUN = {v: k for k, v in data.KO_COLOUR_NOUNS.items()}
-KO_SHP = {v: k for k, v in data.KO_SHAPES.items()}
-KO_POS = {v: k for k, v in data.KO_POSITIONS.items()}
-KO_SIZE = {v: k for k, v in data.KO_SIZES.items()}
+KO_COL = {v: k for k, v in shapes.KO_COLOURS.items()}
+KO_COL_NOUN = {v: k for k, v in shapes.KO_COLOUR_NOUNS.items()}
+KO_SHP = {v: k for k, v in shapes.KO_SHAPES.items()}
+KO_POS = {v: k for k, v in shapes.KO_POSITIONS.items()}
+KO_SIZE = {v: k for k, v in shapes.KO_SIZES.items()}
 
 
 def alt(words) -> str:
@@ -349,7 +336,7 @@ def test_every_caption_is_true_of_its_scene():
         en, ko = captions(scene, "en"), captions(scene, "ko")
         relations = sum(is_left_of(a, b) + is_above(a, b) for a in scene.objects for b in scene.objects
                         if len(scene.objects) == 2)
-        assert len(en) == len(ko) == len(data.CAPTION_TEMPLATES) + relations
+        assert len(en) == len(ko) == len(shapes.CAPTION_TEMPLATES) + relations
         assert len(set(en)) == len(en) and len(set(ko)) == len(ko)
         for cap in en:
             check_en_caption(cap, scene)
@@ -384,8 +371,8 @@ def test_relations_and_separate_naming_are_present():
     one = Scene((Obj("circle", "red", "small", "left"),))
     assert "a small red circle on the left" in captions(one) and "왼쪽에 있는 작은 빨간 원" in captions(one, "ko")
     rng = random.Random(0)
-    assert data.caption(one, rng, "en") in captions(one, "en")
-    assert data.caption(one, rng, "ko") in captions(one, "ko")
+    assert shapes.caption(one, rng, "en") in captions(one, "en")
+    assert shapes.caption(one, rng, "ko") in captions(one, "ko")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -407,9 +394,9 @@ def answer_en(q: str, scene: Scene) -> tuple[str, str]:
         (rf"what colour is the ({SHP})\?", lambda s: ("colour", only(shape=s).colour)),
         (rf"what shape is ({WHERE})\?", lambda w: ("shape", only(position=EN_WHERE[w]).shape)),
         (rf"what shape is the ({COL}) thing\?", lambda c: ("shape", only(colour=c).shape)),
-        (r"how many shapes are there\?", lambda: ("count", data.NUMBER_WORDS[len(objs)])),
+        (r"how many shapes are there\?", lambda: ("count", shapes.NUMBER_WORDS[len(objs)])),
         (rf"how many ({'|'.join(plural)}) are there\?",
-         lambda p: ("count", data.NUMBER_WORDS[sum(o.shape == plural[p] for o in objs)])),
+         lambda p: ("count", shapes.NUMBER_WORDS[sum(o.shape == plural[p] for o in objs)])),
         (rf"is there an? ({COL}) ({SHP})\?",
          lambda c, s: ("exists", "yes" if any(matches(o, {"colour": c, "shape": s}) for o in objs) else "no")),
         (rf"is there an? ({SHP})\?", lambda s: ("exists", "yes" if any(o.shape == s for o in objs) else "no")),
@@ -438,9 +425,9 @@ def answer_ko(q: str, scene: Scene) -> tuple[str, str]:
         (rf"({S})(은|는) 무슨 색인가요\?", lambda s, p: ("colour", only(shape=KO_SHP[s]).colour), ("은", "는")),
         (rf"({P})에 있는 도형은 어떤 모양인가요\?", lambda w: ("shape", only(position=KO_POS[w]).shape)),
         (rf"({C}) 도형은 어떤 모양인가요\?", lambda c: ("shape", only(colour=KO_COL[c]).shape)),
-        (r"도형이 몇 개 있나요\?", lambda: ("count", data.NUMBER_WORDS[len(objs)])),
+        (r"도형이 몇 개 있나요\?", lambda: ("count", shapes.NUMBER_WORDS[len(objs)])),
         (rf"({S})(이|가) 몇 개 있나요\?",
-         lambda s, p: ("count", data.NUMBER_WORDS[sum(o.shape == KO_SHP[s] for o in objs)]), ("이", "가")),
+         lambda s, p: ("count", shapes.NUMBER_WORDS[sum(o.shape == KO_SHP[s] for o in objs)]), ("이", "가")),
         (rf"({C}) ({S})(이|가) 있나요\?", lambda c, s, p: (
             "exists", "yes" if any(matches(o, {"colour": KO_COL[c], "shape": KO_SHP[s]}) for o in objs) else "no"),
          ("이", "가")),
@@ -470,7 +457,7 @@ def test_question_answers_are_right_and_unambiguous():
         for qa_en, qa_ko in zip(en, ko, strict=True):
             assert answer_en(qa_en.question, scene) == (qa_en.kind, qa_en.answer), qa_en
             assert answer_ko(qa_ko.question, scene) == (qa_ko.kind, qa_ko.answer), qa_ko
-            assert " " not in qa_en.answer and qa_en.kind in data.QA_KINDS
+            assert " " not in qa_en.answer and qa_en.kind in shapes.QA_KINDS
             kinds.add(qa_en.kind)
         exists = [q.answer for q in en if q.kind == "exists"]
         assert exists.count("yes") == exists.count("no") > 0          # balanced in every scene
@@ -478,7 +465,7 @@ def test_question_answers_are_right_and_unambiguous():
             m = re.fullmatch(rf"is there an? ({COL}) ({SHP})\?", q.question)
             if m and q.answer == "no":
                 assert tuple(m.groups()) not in HELD_OUT_PAIRS
-    assert kinds == set(data.QA_KINDS)
+    assert kinds == set(shapes.QA_KINDS)
 
 
 def test_question_checker_catches_wrong_answers():
@@ -506,12 +493,12 @@ def test_binding_negatives_are_asked():
 
 
 def test_zero_shot_tasks_are_unambiguous():
-    assert set(data.ZERO_SHOT_TASKS) == {"colour", "shape", "colour_shape", "size", "position", "count"}
+    assert set(shapes.ZERO_SHOT_TASKS) == {"colour", "shape", "colour_shape", "size", "position", "count"}
     truth = {"colour": lambda s: s.objects[0].colour, "shape": lambda s: s.objects[0].shape,
              "colour_shape": lambda s: f"{s.objects[0].colour} {s.objects[0].shape}",
              "size": lambda s: s.objects[0].size, "position": lambda s: s.objects[0].position,
-             "count": lambda s: data.NUMBER_WORDS[len(s.objects)]}
-    for name, task in data.ZERO_SHOT_TASKS.items():
+             "count": lambda s: shapes.NUMBER_WORDS[len(s.objects)]}
+    for name, task in shapes.ZERO_SHOT_TASKS.items():
         assert task.name == name and len(set(task.labels)) == len(task.labels)
         for split in ("train", "heldout", "any"):
             rng = random.Random(len(name))
@@ -527,13 +514,13 @@ def test_zero_shot_tasks_are_unambiguous():
             if name != "colour_shape":                   # every class is posed, in every split
                 assert labels == set(task.labels), (name, split)
     held = {f"{c} {s}" for c, s in HELD_OUT_PAIRS}
-    assert held <= set(data.ZERO_SHOT_TASKS["colour_shape"].labels)
+    assert held <= set(shapes.ZERO_SHOT_TASKS["colour_shape"].labels)
     rng = random.Random(0)
-    assert {data.ZERO_SHOT_TASKS["colour_shape"].sample(rng, "heldout")[1] for _ in range(400)} == held
-    images, targets, sc = data.zero_shot_set("count", 30, seed=1)
+    assert {shapes.ZERO_SHOT_TASKS["colour_shape"].sample(rng, "heldout")[1] for _ in range(400)} == held
+    images, targets, sc = shapes.zero_shot_set("count", 30, seed=1)
     assert images.shape == (30, 3, 32, 32) and targets.dtype == torch.long
-    assert [data.ZERO_SHOT_TASKS["count"].labels[t] for t in targets] == [
-        data.NUMBER_WORDS[len(s.objects)] for s in sc]
+    assert [shapes.ZERO_SHOT_TASKS["count"].labels[t] for t in targets] == [
+        shapes.NUMBER_WORDS[len(s.objects)] for s in sc]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -547,7 +534,7 @@ def test_datasets_items_and_dataloader():
     assert item["caption"] in captions(item["scene"], "en") + captions(item["scene"], "ko")
     langs = {bool(re.search("[가-힣]", ds[i]["caption"])) for i in range(24)}
     assert langs == {True, False}
-    batch = next(iter(DataLoader(ds, batch_size=8, collate_fn=data.collate)))
+    batch = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate)))
     assert batch["image"].shape == (8, 3, 64, 64) and len(batch["caption"]) == 8 and len(batch["scene"]) == 8
     assert ShapesCaptions(10, seed=0).scenes == ShapesCaptions(30, seed=0).scenes[:10]
     with pytest.raises(IndexError):
@@ -562,100 +549,10 @@ def test_datasets_items_and_dataloader():
         assert answer_en(it["question"], it["scene"]) == (it["kind"], it["answer"])
         assert it["scene"].is_heldout()
         kinds.append(it["kind"])
-    assert set(kinds) == set(data.QA_KINDS) and min(kinds.count(k) for k in data.QA_KINDS) > 30
+    assert set(kinds) == set(shapes.QA_KINDS) and min(kinds.count(k) for k in shapes.QA_KINDS) > 30
     qa_ko = ShapesQA(50, seed=1, lang="ko")
     for i in range(50):
         it = qa_ko[i]
         assert answer_ko(it["question"], it["scene"]) == (it["kind"], it["answer"])
     batch = next(iter(DataLoader(qa_ko, batch_size=4, collate_fn=ShapesQA.collate_fn)))
     assert batch["image"].shape == (4, 3, 32, 32) and len(batch["answer"]) == 4
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ImageCaptionFolder
-
-
-def make_folder(root: Path, lines: list[str], images: dict[str, Image.Image | bytes]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, content in images.items():
-        if isinstance(content, bytes):
-            (root / name).write_bytes(content)
-        else:
-            content.save(root / name)
-    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
-
-
-def good_image() -> Image.Image:
-    return Image.new("RGB", (20, 10), (200, 10, 10))
-
-
-@pytest.mark.parametrize("bad_line, extra_images, message", [
-    ('{"file_name": "missing.png", "text": "a cat"}', {}, r"missing\.png.*not found"),
-    ('{"file_name": "broken.png", "text": "a cat"}', {"broken.png": b"this is not a png"},
-     r"broken\.png.*cannot be read"),
-    ('{"file_name": "b.png"}', {"b.png": None}, r"b\.png.*no caption"),
-    ('{"file_name": "b.png", "text": "   "}', {"b.png": None}, r"b\.png.*empty caption"),
-    ('{"file_name": "b.png", "captions": ["ok", ""]}', {"b.png": None}, r"b\.png.*empty caption"),
-    ('{"file_name": "b.png", "text": "a cat"', {"b.png": None}, r"malformed JSON"),
-    ('["b.png", "a cat"]', {"b.png": None}, r"JSON object"),
-    ('{"text": "a cat"}', {}, r"file_name"),
-])
-def test_folder_rejects_bad_lines_naming_file_and_line(tmp_path, bad_line, extra_images, message):
-    images = {"a.png": good_image(), **{k: (v if v is not None else good_image()) for k, v in extra_images.items()}}
-    lines = ['{"file_name": "a.png", "text": "a red box"}', "", bad_line]   # bad line is line 3
-    root = make_folder(tmp_path / "f", lines, images)
-    with pytest.raises(ValueError, match=message) as err:
-        ImageCaptionFolder(root)
-    assert f"{root / 'metadata.jsonl'}:3:" in str(err.value)
-
-
-def test_folder_reads_modes_keys_and_sizes(tmp_path):
-    rgba = Image.new("RGBA", (30, 20), (0, 0, 0, 0))                  # fully transparent -> white, not black
-    pal = Image.new("P", (16, 16))
-    pal.putpalette([0, 0, 255] * 256)
-    images = {"l.png": Image.new("L", (12, 12), 100), "rgba.png": rgba, "p.png": pal, "c.jpg": good_image()}
-    lines = [json.dumps({"file_name": "l.png", "text": "grey"}),
-             json.dumps({"file_name": "rgba.png", "caption": "clear"}),
-             json.dumps({"file_name": "p.png", "captions": ["blue", "a blue square"]}),
-             json.dumps({"file_name": "c.jpg", "text": "한국어 캡션도 됩니다"}, ensure_ascii=False)]
-    root = make_folder(tmp_path / "g", lines, images)
-    ds = ImageCaptionFolder(root)
-    assert len(ds) == 4
-    items = [ds[i] for i in range(4)]
-    assert all(it["image"].shape[0] == 3 for it in items)
-    assert torch.allclose(items[0]["image"], torch.full((3, 12, 12), 100 / 255))
-    assert torch.equal(items[1]["image"], torch.ones(3, 20, 30))
-    assert items[2]["captions"] == ["blue", "a blue square"] and items[2]["caption"] == "blue"
-    assert torch.equal(items[2]["image"][:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
-    assert items[3]["caption"] == "한국어 캡션도 됩니다"
-    sized = ImageCaptionFolder(root, size=8)
-    assert all(sized[i]["image"].shape == (3, 8, 8) for i in range(4))
-    custom = ImageCaptionFolder(root, transform=lambda im: im.size)
-    assert custom[3]["image"] == (20, 10)
-
-
-def test_folder_reports_truncated_image_on_access(tmp_path):
-    good_image().resize((64, 64)).save(tmp_path / "t.png")
-    blob = (tmp_path / "t.png").read_bytes()
-    root = make_folder(tmp_path / "h", [json.dumps({"file_name": "t.png", "text": "x"})],
-                       {"t.png": blob[: len(blob) - 30]})
-    try:
-        ds = ImageCaptionFolder(root)     # verify() may or may not notice; decoding must
-    except ValueError as e:
-        assert "metadata.jsonl:1:" in str(e) and "t.png" in str(e)
-        return
-    with pytest.raises(ValueError, match=r"metadata\.jsonl:1:.*t\.png"):
-        ds[0]
-
-
-def test_shipped_sample_folder_loads():
-    root = REPO / "data" / "sample_captions"
-    ds = ImageCaptionFolder(root, size=32)
-    names = [ds.records[i][0] for i in range(len(ds))]
-    assert "grace_hopper.jpg" in names and len(ds) >= 6
-    for i in range(len(ds)):
-        it = ds[i]
-        assert it["image"].shape == (3, 32, 32) and it["caption"]
-    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert total < 200_000

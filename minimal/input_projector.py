@@ -1,4 +1,5 @@
-"""Input projectors: the small trained bridge from a frozen image encoder into a frozen LLM (chapter 08, §14.1.2).
+"""The input projector (입력 프로젝터): the small trained bridge from a frozen image encoder into a frozen LLM
+(chapter 08, book §14.1.2).
 
 An image encoder speaks in its own vectors (width 128 for our tiny CLIP, 1024 for CLIP ViT-L/14); an LLM reads
 vectors of its own width (576 for SmolLM2-135M, 4096 for Llama-2-7B). The *input projector* (입력 프로젝터)
@@ -18,8 +19,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .accounting import count_parameters  # noqa: F401  (re-exported: one parameter counter for the course)
-
 KINDS = ("linear", "mlp")
 
 
@@ -37,7 +36,7 @@ def pixel_shuffle(x: Tensor, factor: int) -> Tensor:
     return rearrange(x, "b (h s1 w s2) d -> b (h w) (s1 s2 d)", s1=factor, s2=factor, h=side // factor)
 
 
-class Projector(nn.Module):
+class InputProjector(nn.Module):
     """Project frozen image features into the LLM's embedding space.
 
     Args:

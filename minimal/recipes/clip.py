@@ -1,9 +1,11 @@
-"""Train the course's shipped checkpoints: ``python -m minimal.checkpoints clip`` (what `make checkpoints` runs).
+"""How the tiny CLIP is trained (chapter 04): ``python -m minimal.recipes.clip`` (the first line of
+`make checkpoints`).
 
-The tiny CLIP (`data/checkpoints/tiny_clip.*`) is trained here on the Shapes world's *train* split — scenes that
-never show one of the 8 held-out colour–shape pairs — and then asked, zero-shot, to name the colour and shape of
-single objects, including the held-out pairs it has never seen (`evaluate_clip`). Everything is deterministic from
-the recipe's seed; images are drawn afresh every step (the world is infinite), so there are no epochs.
+The tiny CLIP (`data/checkpoints/tiny_clip.*`) is trained on the Shapes world's *train* split — scenes that never
+show one of the 8 held-out colour–shape pairs — and then asked, zero-shot, to name the colour and shape of single
+objects, including the held-out pairs it has never seen (`minimal.zeroshot.evaluate_tasks`). Everything is
+deterministic from the recipe's seed; images are drawn afresh every step (the world is infinite), so there are no
+epochs.
 
 Files written (next to each other): ``tiny_clip.safetensors`` (weights + config), ``tiny_clip.tokenizer.json``,
 ``tiny_clip.json`` (the card: config, command, seed, metrics, machine, date, wall time, steps).
@@ -14,11 +16,10 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -26,13 +27,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import data
-from .clip import CLIP, TINY_CLIP, CLIPConfig
-from .losses import clip_loss_distributed
-from .text import TextConfig
-from .tokenizer import Tokenizer, shapes_tokenizer
-from .train import train
-from .vit import ViTConfig
+from .. import env
+from ..clip import CLIP, TINY_CLIP, CLIPConfig
+from ..images import normalize
+from ..losses import clip_loss_distributed
+from ..shapes import ALL_PAIRS, COLOURS, SHAPES, TRAIN_PAIRS, Obj, Scene, captions, render_batch, sample_scene
+from ..text import TextConfig
+from ..tokenizer import Tokenizer, shapes_tokenizer
+from ..train import train
+from ..vit import ViTConfig
+from ..weights import card_path, write_json
+from ..zeroshot import evaluate_tasks
 
 
 @dataclass
@@ -41,7 +46,7 @@ class ClipRecipe:
 
     How it was chosen — zero-shot accuracy on UNSEEN colour–shape pairs, each run given the number of steps a
     2-core CPU does in about 3 minutes (first round on a GPU with that step count, later rounds on the CPU):
-    DESIGN §8's starting point (batch 256, 2-block text tower, plain random batches): 0.40. Batch 128 (more,
+    The starting point (batch 256, 2-block text tower, plain random batches): 0.40. Batch 128 (more,
     cheaper steps): 0.60; a 1-block text tower: 0.54. Batch 128 + 1-block text + lr 1e-3 + hard negatives +
     unique captions: 0.83. + grey images: 0.89. + MLP hidden 256 and length-bucketed captions, i.e. ~40 % more
     steps in the same time: 0.97. Three times the budget took the plain starting point itself to 0.96, so the
@@ -49,16 +54,16 @@ class ClipRecipe:
     with 4-pixel patches cost 1.5x per step and did not learn shapes faster.
     """
 
-    seed: int = 0
-    steps: int = 2500
-    batch: int = 128
-    lr: float = 1e-3
+    seed: int = 0                   # decides the tokenizer's corpus, the initial weights and every batch
+    steps: int = 2500               # ~3 minutes on the idle 2-core CPU
+    batch: int = 128                # 128 negatives per caption: more, cheaper steps beat batch 256 here
+    lr: float = 1e-3                # 2e-3 lost every time
     warmup: int = 50
-    weight_decay: float = 0.1
-    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.1       # on >= 2-D weights only (see `train.make_optimizer`)
+    min_lr_ratio: float = 0.0       # the cosine schedule ends at zero
     single_object: float = 0.5      # fraction of training scenes with one object (the rest: uniform 1-3)
     korean: float = 0.25            # fraction of captions in Korean (retrieval across languages, chapter 06)
-    template_weights: list[float] | None = None   # weights of data.captions' 7 templates (relations: 1 each)
+    template_weights: list[float] | None = None   # weights of shapes.captions' 7 templates (relations: 1 each)
     hard_negatives: float = 0.5     # fraction of scenes that differ from the previous one in one attribute
     unique_captions: bool = True    # no caption twice in a batch (no false negatives from duplicates)
     hard_shape: float = 0.6         # of the hard negatives, the fraction that change the shape (else the colour)
@@ -78,14 +83,14 @@ class ClipRecipe:
 
 # ---- data ----------------------------------------------------------------------------------------------------
 
-GREY_TEMPLATES = (4, 6)  # indices into data.captions(...) of the templates without colour words (both languages)
+GREY_TEMPLATES = (4, 6)  # indices into captions(...) of the templates without colour words (both languages)
 
 class CaptionBatches:
     """Factory `step -> {"pixels": (B,3,32,32) normalised, "ids": (B,T)}` of fresh train-split scenes.
 
     Step k's batch depends only on (seed, k), so training can resume anywhere (see `train.train`).
     - single_object: fraction of one-object scenes (the rest have 1-3 objects, uniformly).
-    - korean: fraction of captions in Korean; template_weights: weights of `data.captions`' templates, in order.
+    - korean: fraction of captions in Korean; template_weights: weights of `shapes.captions`' templates, in order.
     - hard_negatives: fraction of scenes that copy the previous scene with ONE attribute of one object changed —
       its shape (probability hard_shape) or its colour, staying a train pair. Such a pair differs only there,
       so the batch cannot be solved by colour or position alone: it is what makes the model learn shapes quickly.
@@ -106,31 +111,31 @@ class CaptionBatches:
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
         self.hard_shape, self.grey = hard_shape, grey
         self._ids: dict[str, list[int]] = {}
-        self._caps: dict[tuple[data.Scene, str], list[str]] = {}
-        self._allowed = set(data.TRAIN_PAIRS if split == "train" else data.ALL_PAIRS)
+        self._caps: dict[tuple[Scene, str], list[str]] = {}
+        self._allowed = set(TRAIN_PAIRS if split == "train" else ALL_PAIRS)
 
-    def _mutate(self, scene: data.Scene, rng: random.Random) -> data.Scene:
+    def _mutate(self, scene: Scene, rng: random.Random) -> Scene:
         """The same scene with one object's shape (or colour) changed, keeping its pair allowed in the split."""
         objs = list(scene.objects)
         i = rng.randrange(len(objs))
         o = objs[i]
         if rng.random() < self.hard_shape:
-            options = [data.Obj(s, o.colour, o.size, o.position) for s in data.SHAPES
+            options = [Obj(s, o.colour, o.size, o.position) for s in SHAPES
                        if s != o.shape and (o.colour, s) in self._allowed]
         else:
-            options = [data.Obj(o.shape, c, o.size, o.position) for c in data.COLOURS
+            options = [Obj(o.shape, c, o.size, o.position) for c in COLOURS
                        if c != o.colour and (c, o.shape) in self._allowed]
         objs[i] = rng.choice(options)
-        return data.Scene(tuple(objs))
+        return Scene(tuple(objs))
 
-    def _captions(self, scene: data.Scene, lang: str) -> list[str]:
+    def _captions(self, scene: Scene, lang: str) -> list[str]:
         """data.captions, remembered per (scene, language): re-drawn duplicates ask for the same scene again."""
         key = (scene, lang)
         if key not in self._caps:
-            self._caps[key] = data.captions(scene, lang)
+            self._caps[key] = captions(scene, lang)
         return self._caps[key]
 
-    def _caption(self, scene: data.Scene, rng: random.Random, grey: bool = False) -> str:
+    def _caption(self, scene: Scene, rng: random.Random, grey: bool = False) -> str:
         options = self._captions(scene, "ko" if rng.random() < self.korean else "en")
         if grey:  # only the templates that never name a colour: "a circle on the left", "a small circle"
             return rng.choice([options[i] for i in GREY_TEMPLATES])
@@ -139,10 +144,10 @@ class CaptionBatches:
         w = [self.template_weights[i] if i < len(self.template_weights) else 1.0 for i in range(len(options))]
         return rng.choices(options, weights=w)[0]
 
-    def scenes_and_captions(self, step: int) -> tuple[list[data.Scene], list[str], list[bool]]:
+    def scenes_and_captions(self, step: int) -> tuple[list[Scene], list[str], list[bool]]:
         """The batch of `step` before rendering: scenes, one caption each, and which images are drawn grey."""
         rng = random.Random(f"clip/{self.seed}/{step}")
-        scenes: list[data.Scene] = []
+        scenes: list[Scene] = []
         caps: list[str] = []
         greys: list[bool] = []
         seen: set[str] = set()
@@ -150,7 +155,7 @@ class CaptionBatches:
             if scenes and rng.random() < self.hard_negatives:
                 scene = self._mutate(scenes[-1], rng)
             else:
-                scene = data.sample_scene(rng, 1 if rng.random() < self.single_object else None, self.split)
+                scene = sample_scene(rng, 1 if rng.random() < self.single_object else None, self.split)
             grey = rng.random() < self.grey
             cap = self._caption(scene, rng, grey)
             for _ in range(8 if self.unique else 0):
@@ -176,12 +181,12 @@ class CaptionBatches:
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         scenes, caps, greys = self.scenes_and_captions(step)
-        pixels = data.render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}")
+        pixels = render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}")
         if any(greys):  # luminance, repeated on the three channels
             g = torch.tensor(greys)
             lum = (pixels[g] * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             pixels[g] = lum.expand(-1, 3, -1, -1)
-        return {"pixels": data.normalize(pixels), "ids": self.encode(caps)}
+        return {"pixels": normalize(pixels), "ids": self.encode(caps)}
 
 
 def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor], length_buckets: int = 1) -> torch.Tensor:
@@ -197,101 +202,7 @@ def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor], length_buckets:
     return clip_loss_distributed(out.image_embeds, out.text_embeds, core.logit_scale)
 
 
-# ---- zero-shot evaluation ---------------------------------------------------------------------------------------
 
-def _a(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-WHERE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-         "centre": "in the centre"}
-
-
-def task_prompts(task: str, style: str = "world") -> list[list[str]]:
-    """Prompts per label of a zero-shot task: a list (one entry per label) of prompts whose text embeddings are
-    averaged (prompt ensembling, 프롬프트 앙상블) over the attributes the task does not ask about.
-
-    style="world": the world's own caption phrasing ("a red circle", "a red shape on the left", ...).
-    style="photo": CLIP's "a photo of a {label}." (words our captions never use — shows why prompts matter).
-    """
-    if task not in data.ZERO_SHOT_TASKS:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(data.ZERO_SHOT_TASKS)}")
-    task_obj = data.ZERO_SHOT_TASKS[task]
-    if style == "photo":
-        return [[f"a photo of {_a(label)}."] for label in task_obj.labels]
-    if style != "world":
-        raise ValueError(f"style must be 'world' or 'photo', got {style!r}")
-    if task == "colour_shape":
-        return [[_a(label)] for label in task_obj.labels]
-    if task == "colour":
-        return [[f"{_a(c)} shape {w}" for w in WHERE.values()] for c in task_obj.labels]
-    if task == "shape":
-        return [[f"{_a(s)} {w}" for w in WHERE.values()] for s in task_obj.labels]
-    if task == "size":
-        return [[_a(f"{z} {s}") for s in data.SHAPES] for z in task_obj.labels]
-    if task == "position":
-        return [[f"{_a(s)} {WHERE[p]}" for s in data.SHAPES] for p in task_obj.labels]
-    if task == "count":
-        rng = random.Random(0)
-        out = []
-        for k, word in enumerate(task_obj.labels, start=1):
-            prompts = []
-            for _ in range(8):
-                objs = [_a(rng.choice(data.SHAPES)) for _ in range(k)]   # short: "a circle, a star and a cross"
-                listed = objs[0] if k == 1 else ", ".join(objs[:-1]) + " and " + objs[-1]
-                prompts.append(f"there {'is' if k == 1 else 'are'} {word} shape{'s' if k > 1 else ''}: {listed}")
-            out.append(prompts)
-        return out
-    raise ValueError(f"no world-style prompts for task {task!r}")
-
-
-@torch.no_grad()
-def class_embeddings(model: CLIP, tok: Tokenizer, prompts: list[list[str]]) -> torch.Tensor:
-    """(n_labels, E): for each label the normalised mean of its prompts' normalised text embeddings."""
-    device = model.logit_scale.device
-    rows = []
-    for group in prompts:
-        e = model.encode_text(tok(group, context_length=model.cfg.text.context_length).to(device))
-        e = torch.nn.functional.normalize(e, dim=-1).mean(0)
-        rows.append(torch.nn.functional.normalize(e, dim=-1))
-    return torch.stack(rows)
-
-
-@torch.no_grad()
-def zero_shot_accuracy(model: CLIP, tok: Tokenizer, task: str, n: int = 1000, seed: int = 12345,
-                       split: str = "any", style: str = "world", batch: int = 500) -> float:
-    """Accuracy of zero-shot classification on `n` fresh images of a task (world seed `seed`, `split`)."""
-    was_training = model.training
-    model.eval()
-    device = model.logit_scale.device
-    weights = class_embeddings(model, tok, task_prompts(task, style))
-    images, targets, _ = data.zero_shot_set(task, n, seed=seed, split=split)
-    correct = 0
-    for i in range(0, n, batch):
-        img = model.encode_image(data.normalize(images[i:i + batch]).to(device))
-        pred = (torch.nn.functional.normalize(img, dim=-1) @ weights.T).argmax(-1).cpu()
-        correct += int((pred == targets[i:i + batch]).sum())
-    model.train(was_training)
-    return correct / n
-
-
-def evaluate_clip(model: CLIP, tok: Tokenizer, seed: int = 12345, n: int = 1000, style: str = "world") -> dict:
-    """The `"clip"` part of `benchmarks/quality.py`: colour+shape on seen and unseen pairs, then every task.
-
-    zeroshot_seen / zeroshot_unseen: one-object images of train-split pairs / of held-out pairs, classified among
-    all 48 colour–shape labels. colour, shape, size, position, count: the world's zero-shot tasks (split "any").
-    """
-    out = {"zeroshot_seen": zero_shot_accuracy(model, tok, "colour_shape", 2 * n, seed, "train", style),
-           "zeroshot_unseen": zero_shot_accuracy(model, tok, "colour_shape", 2 * n, seed + 1, "heldout", style)}
-    for i, task in enumerate(("colour", "shape", "size", "position", "count")):
-        out[task] = zero_shot_accuracy(model, tok, task, n, seed + 2 + i, "any", style)
-    out["chance"] = {"colour_shape": 1 / 48, "colour": 1 / 8, "shape": 1 / 6, "size": 1 / 2, "position": 1 / 5,
-                     "count": 1 / 3}
-    out.update({"n_images": n, "world_seed": seed, "prompt_style": style})
-    return out
-
-
-# ---- the recipe -------------------------------------------------------------------------------------------------
 
 def build_tiny_clip(recipe: ClipRecipe, tok: Tokenizer) -> CLIP:
     torch.manual_seed(recipe.seed)
@@ -301,18 +212,25 @@ def build_tiny_clip(recipe: ClipRecipe, tok: Tokenizer) -> CLIP:
 
 
 class TrainedClip(NamedTuple):
-    """What `train_tiny_clip` returns. cpu_seconds: CPU time of this process (all threads) while training — a
-    figure that, unlike wall time, does not grow when other programs share the machine."""
+    """What `train_tiny_clip` returns. `timer`: wall and CPU seconds of the training and the machine's load."""
 
     model: CLIP
     tokenizer: Tokenizer
     history: list[float]
-    wall_seconds: float
-    cpu_seconds: float
+    timer: env.Timer
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.timer.wall
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of this process (all threads): unlike wall time, it does not grow when others share the CPU."""
+        return self.timer.cpu
 
 
 def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", progress: bool = True,
-                    on_step=None, amp: bool | None = False) -> TrainedClip:
+                    on_step: Callable[[int, float], None] | None = None, amp: bool | None = False) -> TrainedClip:
     """Train the tiny CLIP (tokenizer included) with `recipe`; the model comes back in eval mode."""
     tok = shapes_tokenizer(seed=recipe.seed, vocab_size=recipe.vocab_size,
                            context_length=recipe.text["context_length"])
@@ -321,48 +239,19 @@ def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", prog
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
                              unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape,
                              grey=recipe.grey)
-    t0, c0 = time.perf_counter(), time.process_time()
     loss_fn = functools.partial(clip_batch_loss, length_buckets=recipe.text_buckets)
-    hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
-                 weight_decay=recipe.weight_decay, min_lr_ratio=recipe.min_lr_ratio, betas=(0.9, 0.98),
-                 device=device, amp=amp, progress=progress, on_step=on_step)
-    return TrainedClip(model.eval(), tok, hist, time.perf_counter() - t0, time.process_time() - c0)
+    with env.Timer() as timer:
+        hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
+                     weight_decay=recipe.weight_decay, min_lr_ratio=recipe.min_lr_ratio, betas=(0.9, 0.98),
+                     device=device, amp=amp, progress=progress, on_step=on_step)
+    return TrainedClip(model.eval(), tok, hist, timer)
 
 
-def machine() -> dict:
-    """Where a number was measured: CPU model, cores, torch threads, load average, torch version."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
-
-
-def write_clip_checkpoint(recipe: ClipRecipe, out: Path = TINY_CLIP, eval_seed: int = 12345,
-                          threads: int | None = None) -> dict:
-    """Train, evaluate on a world seed the training never used, and write weights, tokenizer and card."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    load_before = machine()["load_average_1_5_15"]
-    trained = train_tiny_clip(recipe)
-    return save_clip_checkpoint(trained, recipe, out, eval_seed, load_before,
-                                command="python -m minimal.checkpoints clip " + " ".join(sys.argv[2:]))
-
-
-def save_clip_checkpoint(trained: TrainedClip, recipe: ClipRecipe, out: Path, eval_seed: int,
-                         load_before: list[float] | None, command: str) -> dict:
+def save_clip_checkpoint(trained: TrainedClip, recipe: ClipRecipe, out: Path, eval_seed: int, command: str) -> dict:
     """Evaluate `trained` and write ``out`` (weights + config), its tokenizer and its JSON card; return the card."""
     model, tok, hist = trained.model, trained.tokenizer, trained.history
-    load_after = machine()["load_average_1_5_15"]
-    metrics = evaluate_clip(model, tok, seed=eval_seed)
-    metrics_photo = evaluate_clip(model, tok, seed=eval_seed, style="photo")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_tasks(model, tok, seed=eval_seed)
+    metrics_photo = evaluate_tasks(model, tok, seed=eval_seed, style="photo")
     card = {
         "name": "tiny_clip",
         "what": "CLIP trained from scratch on the Shapes world's train split (8 colour-shape pairs held out)",
@@ -374,25 +263,22 @@ def save_clip_checkpoint(trained: TrainedClip, recipe: ClipRecipe, out: Path, ev
         "metrics": metrics,
         "metrics_photo_prompts": {k: metrics_photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour",
                                                                 "shape", "size", "position", "count")},
-        "train": {"steps": recipe.steps, "wall_seconds": round(trained.wall_seconds, 1), "device": "cpu",
-                  "process_cpu_seconds": round(trained.cpu_seconds, 1),
+        "train": {"steps": recipe.steps, "device": "cpu", **trained.timer.as_dict(),
                   "final_loss": float(np.mean(hist[-20:])), "first_loss": hist[0],
-                  "loss_every_10_steps": [round(float(np.mean(hist[i:i + 10])), 4) for i in range(0, len(hist), 10)],
-                  "load_average_before": load_before, "load_average_after": load_after},
-        "machine": machine(),
+                  "loss_every_10_steps": [round(float(np.mean(hist[i:i + 10])), 4) for i in range(0, len(hist), 10)]},
+        "machine": env.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     model.save(out, extra={"card": {k: card[k] for k in ("name", "seed", "date")}})
     tok.save(out.with_name(out.name.replace(".safetensors", ".tokenizer.json")))
     card["file_bytes"] = out.stat().st_size
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_json(card_path(out), card)
     return card
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minimal.checkpoints", description=__doc__.split("\n")[0])
-    parser.add_argument("which", choices=["clip"], help="which checkpoint to train")
+    parser = argparse.ArgumentParser(prog="python -m minimal.recipes.clip", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--out", type=Path, default=TINY_CLIP)
     parser.add_argument("--eval-seed", type=int, default=12345)
@@ -402,7 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     recipe = ClipRecipe()
     if args.steps is not None:
         recipe.steps = args.steps
-    card = write_clip_checkpoint(recipe, args.out, args.eval_seed, args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    command = "python -m minimal.recipes.clip" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    card = save_clip_checkpoint(train_tiny_clip(recipe), recipe, args.out, args.eval_seed, command)
     print(json.dumps({"metrics": card["metrics"], "train": card["train"], "file_bytes": card["file_bytes"]},
                      indent=2))
 
