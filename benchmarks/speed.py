@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from minimal.clip import CLIP, CLIPConfig
-from minimal.losses import clip_loss
+from minimal.losses import clip_loss, clip_loss_distributed
 
 # One dict per benchmark configuration. "b32" is OpenAI's ViT-B/32 CLIP: HF `CLIPConfig()`'s defaults.
 CONFIGS = {
@@ -126,8 +126,11 @@ def open_clip_model(c: dict, hf_sd: dict):
 
 
 # Each model's natural training forward: (pixels, ids) -> scalar contrastive loss.
+OURS_LOSS = clip_loss   # the whole-step timing (--optimizer) uses clip_loss_distributed, as train_ddp.py does
+
+
 def loss_ours(model):
-    return lambda px, ids: clip_loss(model.encode_image(px), model.encode_text(ids), model.logit_scale)
+    return lambda px, ids: OURS_LOSS(model.encode_image(px), model.encode_text(ids), model.logit_scale)
 
 
 def loss_hf(model):
@@ -212,16 +215,33 @@ def time_steps(step, args, device, warmup: int, iters: int, repeats: int) -> lis
     return out
 
 
-def make_step(model, loss_fn, autocast_dtype, device):
+def make_step(model, loss_fn, autocast_dtype, device, opt=None, mark_step=False):
+    """forward + loss + backward (+ `opt.step()` when given: the whole training step), gradients set to None."""
     def step(px, ids):
+        if mark_step:  # reduce-overhead: tell cudagraph trees that a new iteration begins
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss = loss_fn(px, ids)
         loss.backward()
+        if opt is not None:
+            opt.step()
         model.zero_grad(set_to_none=True)
     return step
 
 
-def graphed_step(model, loss_fn, autocast_dtype, device, px, ids):
+def make_optimizer(model, kind: str | None, capturable: bool = False):
+    """The whole step's optimizer: AdamW with its fused (one kernel per parameter chunk) or foreach implementation,
+    weight decay on matrices only (as `minimal.train.make_optimizer`); None for the forward+backward-only step."""
+    if not kind:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=1e-5, betas=(0.9, 0.98), fused=kind == "fused",
+                             foreach=kind == "foreach", capturable=capturable)
+
+
+def graphed_step(model, loss_fn, autocast_dtype, device, px, ids, opt=None):
     """The whole eager step captured in one CUDA graph (static inputs: the benchmark feeds the same tensors).
 
     Warm-up runs on a side stream (cuBLAS/cuDNN pick their kernels and workspaces), then one capture. The gradients
@@ -238,6 +258,8 @@ def graphed_step(model, loss_fn, autocast_dtype, device, px, ids):
                             cache_enabled=False):  # autocast's weight-cast cache must not outlive a capture
             loss = loss_fn(px, ids)
         loss.backward()
+        if opt is not None:  # capturable AdamW: its step count lives on the GPU, so the graph can hold it
+            opt.step()
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -258,22 +280,29 @@ def graphed_step(model, loss_fn, autocast_dtype, device, px, ids):
 MODES = ["eager", "compiled", "reduce-overhead", "max-autotune-no-cudagraphs", "graphed"]
 
 
-def build_step(mode: str, model, loss_factory, amp, device, px, ids):
-    """One training step of `model` in execution setting `mode` (see the module docstring)."""
+def build_step(mode: str, model, loss_factory, amp, device, px, ids, optimizer: str | None = None):
+    """One training step of `model` in execution setting `mode` (see the module docstring); with `optimizer`
+    ("fused" / "foreach") the whole training step, AdamW included."""
     fn = loss_factory(model)
+    opt = make_optimizer(model, optimizer, capturable=mode == "graphed")
     if mode == "graphed":
-        return graphed_step(model, fn, amp, device, px, ids)
+        return graphed_step(model, fn, amp, device, px, ids, opt)
     if mode == "compiled":
         fn = torch.compile(fn)
     elif mode != "eager":
         fn = torch.compile(fn, mode=mode)
-    return make_step(model, fn, amp, device)
+    return make_step(model, fn, amp, device, opt, mark_step=mode == "reduce-overhead")
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def runs_in(mode: str, name: str, compile_only: set[str] | None) -> bool:
+    """`--compile-models`: entries `name` (every non-eager mode) or `mode:name` (that mode only)."""
+    return mode == "eager" or compile_only is None or name in compile_only or f"{mode}:{name}" in compile_only
 
 
 def run_suite(models: dict, modes: list[str], px, ids, amp, device, args, peak, compile_only=None):
@@ -285,11 +314,11 @@ def run_suite(models: dict, modes: list[str], px, ids, amp, device, args, peak, 
         model.to(device).train()
         flops[name] = step_flops(make_step(model, loss_factory(model), amp, device), px, ids)
         for mode in modes:
-            if mode != "eager" and compile_only is not None and name not in compile_only:
+            if not runs_in(mode, name, compile_only):
                 continue
             t0 = time.perf_counter()
             try:
-                step = build_step(mode, model, loss_factory, amp, device, px, ids)
+                step = build_step(mode, model, loss_factory, amp, device, px, ids, args.optimizer)
                 step(px, ids)  # compiles here
                 sync(device)
             except Exception as e:  # noqa: BLE001 - a setting a model cannot run in is reported, not fatal
@@ -342,9 +371,14 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
                     help="comma list: run the non-eager modes only for these models (default: all)")
     ap.add_argument("--profile", default=None, help="write torch.profiler tables into this folder")
     ap.add_argument("--profile-models", default="ours,hf", help="comma list of mode:name or name (eager)")
+    ap.add_argument("--optimizer", choices=["fused", "foreach"], default=None,
+                    help="time the whole training step: + AdamW (fused or foreach) step; ours with the gathered loss")
+    ap.add_argument("--batches", default=None, help="comma list of batch sizes: one suite per batch (a sweep)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global OURS_LOSS
+    OURS_LOSS = clip_loss_distributed if args.optimizer else clip_loss
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cname = args.config or ("b32" if device.type == "cuda" else "tiny")
@@ -381,7 +415,6 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
         for name, (m, _) in models.items():
             check[name] = float((logits_of(name, m.float().eval(), px, ids) - ref).abs().max())
 
-    px, ids = make_batch(c, batch, device)
     peak = matmul_peak_tflops(device) if device.type == "cuda" else None
     modes = {"both": ["eager", "compiled"], "eager": ["eager"], "compiled": ["compiled"]}[args.compile]
     if args.modes:
@@ -389,39 +422,70 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
         if set(modes) - set(MODES):
             raise SystemExit(f"unknown mode(s) {sorted(set(modes) - set(MODES))}; known: {MODES}")
     compile_only = set(args.compile_models.split(",")) if args.compile_models else None
-    results, flops, steps, failed = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
-    profiles = {}
-    if args.profile:
-        for key in args.profile_models.split(","):
-            mode, name = key.split(":") if ":" in key else ("eager", key)
-            if (mode, name) in steps:
-                profiles[f"{mode}:{name}"] = profile(f"{mode}_{name}", steps[mode, name], (px, ids), device,
-                                                     args.profile)
-
-    ratios = {mode: {f"ours/{other}": round(res["ours"]["samples_per_s"] / res[other]["samples_per_s"], 3)
-                     for other in ("hf", "open_clip") if other in res and "ours" in res}
-              for mode, res in results.items()}
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [batch]
+    step_kind = (f"whole training step: forward + contrastive loss (ours: the gathered loss) + backward + AdamW "
+                 f"({args.optimizer}) step" if args.optimizer else
+                 "forward + contrastive loss + backward, no optimizer step")
     out = {
-        "benchmark": "CLIP training step (forward + contrastive loss + backward, no optimizer step)",
+        "benchmark": f"CLIP training step ({step_kind})",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": device_name(device), "device_type": device.type,
         "date": datetime.date.today().isoformat(),
         "versions": versions(),
-        "config": {"name": cname, **c, "batch": batch, "autocast": c["dtype"] if amp else None},
-        "flops_per_step": flops, "peak_bf16_matmul_tflops": round(peak, 1) if peak else None,
-        "results": results, "ratios": ratios,
-        "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": skipped | failed,
+        "config": {"name": cname, **c, "batch": batches[0], "autocast": c["dtype"] if amp else None},
+        "peak_bf16_matmul_tflops": round(peak, 1) if peak else None,
+        "same_math_max_abs_logit_diff_vs_hf_fp32": check, "not_measured": dict(skipped),
     }
     if args.note:
         out["note"] = args.note
-    if profiles:
-        out["profile_ms_per_step"] = profiles  # device time by kernel kind (3 profiled steps), host CPU time
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    for b in batches:
+        px, ids = make_batch(c, b, device)
+        results, flops, steps, failed = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
+        profiles = {}
+        if args.profile:
+            for key in args.profile_models.split(","):
+                mode, name = key.split(":") if ":" in key else ("eager", key)
+                if (mode, name) in steps:
+                    profiles[f"{mode}:{name}"] = profile(f"{mode}_{name}_b{b}", steps[mode, name], (px, ids), device,
+                                                         args.profile, results[mode][name]["step_ms"])
+        ratios = {mode: {f"{ours}/{other}": round(res[ours]["samples_per_s"] / res[other]["samples_per_s"], 3)
+                         for ours in res if ours.startswith("ours") for other in ("hf", "open_clip") if other in res}
+                  for mode, res in results.items()}
+        part = {"flops_per_step": flops, "results": results, "ratios": ratios}
+        if profiles:
+            part["profile_ms_per_step"] = profiles  # device time by kernel kind (3 profiled steps), idle, host CPU
+        if len(batches) == 1:
+            out |= part
+        else:
+            out.setdefault("sweep", {})[str(b)] = part
+        out["not_measured"] |= {f"b{b}:{k}": v for k, v in failed.items()}
+        write_json(out, args.out)   # after every batch: a run stopped by a time limit keeps what it measured
+        del steps
+        if device.type == "cuda":
+            torch.compiler.reset()
+            torch.cuda.empty_cache()
+    print(json.dumps(out, indent=1))
+    print_table(out)
     return out
+
+
+def write_json(out: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def print_table(out: dict) -> None:
+    """A short table on stderr (the end of a remote run's output): samples/s, ratio to HF / open_clip, MFU."""
+    parts = out["sweep"] if "sweep" in out else {str(out["config"]["batch"]): out}
+    for b, part in parts.items():
+        for mode, res in part["results"].items():
+            for name, r in res.items():
+                rat = part["ratios"].get(mode, {})
+                print(f"## b{b} {mode:15s} {name:16s} {r['samples_per_s']:8.1f}/s {r['step_ms']:7.2f} ms "
+                      f"±{r['spread_pct']:4.1f}%  xHF {rat.get(f'{name}/hf', float('nan')):.3f}  "
+                      f"xOC {rat.get(f'{name}/open_clip', float('nan')):.3f}  MFU {100 * r.get('mfu', 0):.1f}%",
+                      file=sys.stderr)
 
 
 def versions() -> dict:
@@ -436,8 +500,10 @@ def versions() -> dict:
     return v
 
 
-def profile(name: str, step, args, device, folder: str) -> dict | None:
-    """torch.profiler table of a few eager steps, and device time grouped into kernel categories."""
+def profile(name: str, step, args, device, folder: str, step_ms: float | None = None) -> dict | None:
+    """torch.profiler table of 3 steps; device time per step grouped into kernel classes (`kernel_category`),
+    the kernel count, and — given the step's unprofiled time `step_ms` — the time the GPU had no kernel running
+    ("launches / idle": the host was launching, syncing or running Python)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
@@ -451,40 +517,57 @@ def profile(name: str, step, args, device, folder: str) -> dict | None:
         sync(device)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     Path(folder).mkdir(parents=True, exist_ok=True)
-    table = prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90)
+    table = prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=90)
+    if device.type != "cuda":
+        with open(Path(folder) / "profiles.txt", "a") as f:
+            f.write(f"\n===== {name} (3 steps) =====\n{table}\n")
+        return None
+    cats: dict[str, float] = {}
+    kernels: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name != "CUDA":
+            continue
+        cats[kernel_category(e.name)] = cats.get(kernel_category(e.name), 0.0) + e.device_time / 3e3
+        kernels.setdefault(e.name, []).append(e.device_time / 3e3)
+    busy = sum(cats.values())
+    summary = {k: round(v, 2) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
+    summary["(kernel time, ms per step)"] = round(busy, 2)
+    summary["(kernels per step)"] = round(sum(len(v) for v in kernels.values()) / 3)
+    if step_ms is not None:
+        summary["launches / idle (step - kernel time)"] = round(step_ms - busy, 2)
+        summary["(step ms, unprofiled)"] = step_ms
+    summary["(host CPU ms per step, profiled)"] = round(sum(e.self_cpu_time_total for e in prof.key_averages()) / 3e3,
+                                                        2)
+    top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:30]
     with open(Path(folder) / "profiles.txt", "a") as f:
-        f.write(f"\n===== {name} (3 steps) =====\n{table}\n")
-    if device.type == "cuda":
-        cats: dict[str, float] = {}
-        for e in prof.events():
-            if e.device_type.name != "CUDA":
-                continue
-            cats[kernel_category(e.name)] = cats.get(kernel_category(e.name), 0.0) + e.device_time / 3e3
-        total = sum(cats.values())
-        cats["(host: CPU ms per step, profiled)"] = sum(e.self_cpu_time_total for e in prof.key_averages()) / 3e3
-        summary = {k: f"{v:.2f} ms ({100 * v / total:.0f}%)" for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
-        print(f"# profile {name}: device ms per step by kind: {json.dumps(summary)}", file=sys.stderr, flush=True)
-        return summary
-    return None
+        f.write(f"\n===== {name} (3 steps) =====\n{json.dumps(summary)}\n")
+        f.write("top kernels: ms per step, launches per step, class, name\n")
+        for k, v in top:
+            f.write(f"{sum(v):8.3f} {len(v) / 3:6.0f}  {kernel_category(k):22s} {k[:150]}\n")
+        f.write(table + "\n")
+    print(f"# profile {name}: ms per step by kernel class: {json.dumps(summary)}", file=sys.stderr, flush=True)
+    return summary
 
 
 def kernel_category(name: str) -> str:
+    """The issue's kernel classes, by kernel name (aten, cuBLAS/cuDNN, flash, Triton from torch.compile)."""
     n = name.lower()
     if any(s in n for s in ("sdpa", "flash", "fmha", "attention", "efficient")):
         return "attention"
-    if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "sm90", "cublas", "matmul")):
-        return "matmul (GEMM)"
-    if "layer_norm" in n or "layernorm" in n:
-        return "layer norm"
-    if "conv" in n or "cudnn" in n:
-        return "convolution"
-    if "reduce" in n or "sum" in n:
+    if any(s in n for s in ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas", "matmul", "wgmma",
+                            "conv2d", "convolution", "implicit", "dgrad", "wgrad", "fprop")):
+        return "matmul (GEMM, conv)"
+    if any(s in n for s in ("adam", "multi_tensor", "foreach")):
+        return "optimizer"
+    if any(s in n for s in ("softmax", "nll_loss", "cross_entropy")):
+        return "loss"
+    if any(s in n for s in ("layer_norm", "layernorm", "silu", "sigmoid", "gelu", "tanh")):
+        return "norms / activations"
+    if any(s in n for s in ("reduce", "red_fused", "sum")):
         return "reductions"
-    if "copy" in n or "cat" in n or "memcpy" in n or "memset" in n:
+    if any(s in n for s in ("copy", "cat", "memcpy", "memset", "convert", "index", "clone", "fill")):
         return "copies / casts"
-    if "triton" in n:
-        return "fused (triton)"
-    return "elementwise / other"
+    return "other elementwise"
 
 
 if __name__ == "__main__":

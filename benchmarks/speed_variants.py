@@ -9,26 +9,47 @@ same machine, weights and inputs. This file is the record of what was tried (num
 * ours_3mm      — the shipped model without the fused QKV matmul (isolates that change);
 * ours_fold_mlp — quick_gelu with its constants folded into fc1/fc2's weights (one silu on the activations);
 * ours_prune    — the shipped model, but each tower's last block only at the row the loss reads ([CLS] / eos);
-* ours_nosync   — the shipped model without its eager input checks that read values back to the host
-                  (`int(ids.min())`, `int(ids.max())` in `TextTransformer.check_ids`, `isfinite(...).all()` on both
-                  feature batches in `clip_loss`): four waits for the GPU per step, in the middle of the forward;
+* ours_nosync   — the shipped model without its eager input checks that read values back to the host: the
+                  pixels' NaN/inf check (`check_finite` in `VisionTransformer.check_pixels`), `int(ids.min())` and
+                  `int(ids.max())` in `TextTransformer.check_ids`, the features' (and logit_scale's) NaN/inf check
+                  in `clip_loss`: four waits for the GPU per step (`minimal.weights.can_read_back` patched to say
+                  no, as it does inside torch.compile and CUDA-graph capture);
+* ours_deferred — the checks kept, without the waits: each check leaves a 0-d "bad" flag on the GPU (one
+                  isfinite/aminmax reduction), and the flags are read back together once per 64 checks (16 steps);
+                  the design proposed for minimal/ (see benchmarks/NOTES_speed.md);
+* ours_qkv      — one fused `qkv` Linear (3D × D) made once from q/k/v, instead of concatenating the three weights
+                  and biases in every forward (the shipped fused matmul) — no per-step cat, no backward split;
+* ours_ln       — LayerNorm that hands back its input's dtype (as open_clip's `LayerNorm`): under bf16 autocast
+                  the vision tower's residual stream stays bf16 (its input, the patch projection, is bf16), half
+                  the bytes through every norm, residual add and cast; the text tower (fp32 embeddings) unchanged;
+* ours_bf16     — ours_ln, and the text tower's embeddings cast to the autocast dtype: both streams in bf16;
+* ours_buckets4 — `encode_text(ids, length_buckets=4)`: captions sorted by length, 4 groups each cut at its own
+                  longest caption (eager only: host reads of the lengths, shapes that change with the data);
+* ours_combo    — ours_qkv + ours_ln + ours_deferred together (what porting the paying ideas would give);
 * ours_flash / ours_cudnn / ours_effic — the shipped model with `F.scaled_dot_product_attention` pinned to one
                   backend (flash-attention 2, cuDNN, memory-efficient) instead of PyTorch's own choice.
 
-`--variants a,b` picks some of them (default: all).
+`--variants a,b` picks some of them (default: all but ours_before, ours_3mm and ours_prune, measured before).
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from contextlib import contextmanager
 
 import speed
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+import minimal.clip
+import minimal.losses
+import minimal.vit
+import minimal.weights
 from minimal.clip import CLIP, CLIPConfig
-from minimal.losses import clip_logits
+from minimal.losses import clip_loss
+from minimal.text import TextOutput
 from minimal.transformer import MLP, Attention
 
 
@@ -105,18 +126,170 @@ def pruned(hf):
     return model, loss
 
 
+# ---- the input checks: read back at once (shipped), never, or deferred -----------------------------------------
+
+def _never(x):
+    return False
+
+
+@contextmanager
+def no_read_back():
+    """`can_read_back` says no everywhere (weights' `check_finite`, losses, clip), as inside torch.compile."""
+    mods = (minimal.weights, minimal.losses, minimal.clip)
+    saved = [m.can_read_back for m in mods]
+    for m in mods:
+        m.can_read_back = _never
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, saved, strict=True):
+            m.can_read_back = f
+
+
 def no_sync(hf):
-    """The shipped model, its host-reading checks off: no `check_ids`, and the loss without `_check_features`."""
+    """The shipped model, its host-reading checks off: no min/max of the ids, no NaN/inf read-backs."""
     model, _ = patched(hf)
     model.text.check_ids = lambda ids: None
 
     def loss_factory(m):
         def f(px, ids):
-            logits = clip_logits(m.encode_image(px), m.encode_text(ids), m.logit_scale)
-            labels = torch.arange(logits.shape[0], device=logits.device)
-            return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+            if torch.compiler.is_compiling():
+                return clip_loss(m.encode_image(px), m.encode_text(ids), m.logit_scale)
+            with no_read_back():
+                return clip_loss(m.encode_image(px), m.encode_text(ids), m.logit_scale)
         return f
     return model, loss_factory
+
+
+class DeferredChecks:
+    """Checks that never wait for the GPU: each `note(name, bad)` keeps a 0-d bool tensor (computed on the device,
+    asynchronously); every `every` notes — or at `flush()`, e.g. where a training loop reads its loss anyway — all
+    pending flags come back in one read, and the first bad one is a ValueError naming the input."""
+
+    def __init__(self, every: int = 64):
+        self.every, self.pending = every, []
+
+    def note(self, name: str, bad: torch.Tensor) -> None:
+        self.pending.append((name, bad))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        names, flags = zip(*self.pending, strict=True)
+        self.pending = []
+        for name, bad in zip(names, torch.stack(flags).tolist(), strict=True):
+            if bad:
+                raise ValueError(f"{name} held NaN/inf or out-of-range values in a recent step")
+
+
+def eager(x: torch.Tensor) -> bool:
+    """Not inside torch.compile, not inside a CUDA-graph capture (where the shipped checks skip themselves)."""
+    return not torch.compiler.is_compiling() and not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def deferred(model: CLIP, loss_factory=None):
+    """`model` with its input checks deferred (eager; skipped under compile / capture as the shipped ones)."""
+    checks = DeferredChecks()
+    vocab = model.cfg.text.vocab_size
+
+    def check_finite(x, name, row="row"):
+        if x.is_floating_point() and eager(x):
+            checks.note(name, ~torch.isfinite(x).all())
+
+    def check_ids(ids):
+        if eager(ids):
+            lo, hi = torch.aminmax(ids)
+            checks.note("input_ids", (lo < 0) | (hi >= vocab))
+
+    model.text.check_ids = check_ids
+    inner_factory = loss_factory or speed.loss_ours
+
+    def factory(m):
+        inner = inner_factory(m)
+
+        def f(px, ids):
+            if torch.compiler.is_compiling():
+                return inner(px, ids)
+            saved = minimal.vit.check_finite
+            minimal.vit.check_finite = check_finite
+            try:
+                with no_read_back():
+                    img, txt = m.encode_image(px), m.encode_text(ids)
+                    check_finite(torch.cat([img.flatten(), txt.flatten(), m.logit_scale.reshape(1).to(img.dtype)]),
+                                 "features or logit_scale")
+                    return speed.OURS_LOSS(img, txt, m.logit_scale)
+            finally:
+                minimal.vit.check_finite = saved
+        return f
+    model._deferred_checks = checks
+    return model, factory
+
+
+# ---- one fused qkv Linear; norms that keep the dtype; bf16 text stream -----------------------------------------
+
+def qkv_attention(self, x, causal=False):
+    """Attention through one `qkv` Linear made once (no per-step concatenation of the three weights)."""
+    B, T, D = x.shape
+    q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+def fuse_qkv(model: CLIP) -> CLIP:
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.qkv = nn.Linear(m.width, 3 * m.width)
+            with torch.no_grad():
+                m.qkv.weight.copy_(torch.cat([m.q_proj.weight, m.k_proj.weight, m.v_proj.weight]))
+                m.qkv.bias.copy_(torch.cat([m.q_proj.bias, m.k_proj.bias, m.v_proj.bias]))
+            del m.q_proj, m.k_proj, m.v_proj
+            m.forward = types.MethodType(qkv_attention, m)
+    return model
+
+
+def layer_norm_keep_dtype(self, x):
+    """LayerNorm computed as autocast says (float32), handed back in the input's dtype (open_clip's LayerNorm)."""
+    return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def norms_keep_dtype(model: CLIP) -> CLIP:
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.forward = types.MethodType(layer_norm_keep_dtype, m)
+    return model
+
+
+def bf16_text_forward(self, input_ids, return_hidden=False):
+    """TextTransformer.forward with the embeddings cast to the autocast dtype (the stream stays bf16)."""
+    self.check_ids(input_ids)
+    input_ids = input_ids.long()
+    x = self.token_embedding(input_ids) + self.position_embedding[: input_ids.shape[1]]
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = self.final_layer_norm(self.transformer(x, causal=True))
+    pos = self.eos_positions(input_ids)
+    return TextOutput(x, x[torch.arange(x.shape[0], device=x.device), pos], None, pos)
+
+
+def bf16_streams(model: CLIP) -> CLIP:
+    norms_keep_dtype(model)
+    model.text.forward = types.MethodType(bf16_text_forward, model.text)
+    return model
+
+
+def buckets(hf, n=4):
+    model, _ = patched(hf)
+    return model, lambda m: lambda px, ids: speed.OURS_LOSS(m.encode_image(px), m.encode_text(ids, length_buckets=n),
+                                                             m.logit_scale)
+
+
+def combo(hf, *changes):
+    model, _ = patched(hf)
+    for change in changes:
+        change(model)
+    return deferred(model)
 
 
 def pinned_attention(hf, backend):
@@ -141,14 +314,22 @@ def variants(hf, only=None):
     makers = {
         "ours_before": lambda: patched(hf, attn=textbook_attention, mlp=textbook_mlp),
         "ours_3mm": lambda: patched(hf, attn=textbook_attention),
-        "ours_fold_mlp": lambda: patched(hf, mlp=folded_quick_gelu_mlp),
         "ours_prune": lambda: pruned(hf),
         "ours_nosync": lambda: no_sync(hf),
+        "ours_deferred": lambda: deferred(patched(hf)[0]),
+        "ours_qkv": lambda: (fuse_qkv(patched(hf)[0]), speed.loss_ours),
+        "ours_ln": lambda: (norms_keep_dtype(patched(hf)[0]), speed.loss_ours),
+        "ours_bf16": lambda: (bf16_streams(patched(hf)[0]), speed.loss_ours),
+        "ours_fold_mlp": lambda: patched(hf, mlp=folded_quick_gelu_mlp),
+        "ours_buckets4": lambda: buckets(hf, 4),
         "ours_flash": lambda: pinned_attention(hf, SDPBackend.FLASH_ATTENTION),
         "ours_cudnn": lambda: pinned_attention(hf, SDPBackend.CUDNN_ATTENTION),
         "ours_effic": lambda: pinned_attention(hf, SDPBackend.EFFICIENT_ATTENTION),
+        "ours_combo": lambda: combo(hf, fuse_qkv, norms_keep_dtype),
+        "ours_combo_bf16": lambda: combo(hf, fuse_qkv, bf16_streams),
     }
-    return {name: make() for name, make in makers.items() if only is None or name in only}
+    old = {"ours_before", "ours_3mm", "ours_prune"}
+    return {name: make() for name, make in makers.items() if (name in only if only else name not in old)}
 
 
 if __name__ == "__main__":

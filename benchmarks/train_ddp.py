@@ -45,16 +45,20 @@ import platform
 import random
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+import minimal.clip
+import minimal.losses
+import minimal.weights
 from minimal import images, shapes
 from minimal.clip import CLIP, CLIPConfig
 from minimal.losses import clip_loss_distributed
 from minimal.text import TextConfig
 from minimal.tokenizer import Tokenizer, shapes_tokenizer
-from minimal.train import finish_distributed, train, world
+from minimal.train import _setup_distributed, _wrap, finish_distributed, lr_at, make_optimizer, to_device, train, world
 from minimal.vit import ViTConfig
 from minimal.weights import save_safetensors
 
@@ -130,6 +134,57 @@ def make_loss(local_loss: bool):
     return loss_fn
 
 
+@contextmanager
+def no_read_back(model: CLIP):
+    """The model's input checks that read a value back to the host (pixels and features NaN/inf, ids min/max,
+    finite logits) switched off, as they are inside torch.compile: `minimal.weights.can_read_back` says no."""
+    mods = (minimal.weights, minimal.losses, minimal.clip)
+    saved = [m.can_read_back for m in mods]
+    for m in mods:
+        m.can_read_back = lambda x: False
+    model.text.check_ids = lambda ids: None
+    try:
+        yield
+    finally:
+        for m, f in zip(mods, saved, strict=True):
+            m.can_read_back = f
+        del model.text.check_ids
+
+
+def lean_train(model, loss_fn, batches, steps: int, lr: float, warmup: int, weight_decay: float, betas, device,
+               on_step, compile: bool, ddp_options: dict, adam: str) -> list[float]:
+    """`minimal.train.train`'s step (DDP wrap, bf16 autocast, AdamW, warmup + cosine, clipping at 1.0) without a
+    host read in the step: the loss is neither checked nor logged per step (each a wait for the GPU, the logging
+    one also an all-reduce) — the losses stay on the GPU and are read, averaged over ranks and checked once at the
+    end. No checkpoints, no resume (a throughput prototype: `--loop lean`)."""
+    device = _setup_distributed(device)
+    model.to(device).train()
+    net = _wrap(model, device, world()[1], compile, ddp_options)
+    groups = make_optimizer(model, lr, weight_decay, betas).param_groups
+    opt = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=adam == "fused", foreach=adam == "foreach")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup)
+        batch = to_device(batches(step), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(net, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.detach().float())
+        on_step(step + 1, float("nan"))
+    history = torch.stack(losses)
+    if world()[1] > 1:
+        torch.distributed.all_reduce(history)
+        history /= world()[1]
+    if not bool(torch.isfinite(history).all()):
+        raise FloatingPointError(f"the loss became NaN/inf during training: {history.tolist()}")
+    return history.tolist()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["tiny", "b32"], default="tiny")
@@ -149,6 +204,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ddp", default="", help="DDP options, comma list of: view (gradient_as_bucket_view), "
                     "bucketN (bucket_cap_mb=N), bf16 (bf16 gradient all-reduce, NCCL only)")
     ap.add_argument("--profile", default=None, help="rank 0 writes a torch.profiler table of 3 steps here")
+    ap.add_argument("--loop", choices=["train", "lean"], default="train",
+                    help="train: minimal.train.train (the shipped loop); lean: the same step with no host reads "
+                         "(input checks that read back off, loss read once at the end; see lean_train)")
+    ap.add_argument("--adam", choices=["foreach", "fused"], default="foreach", help="AdamW implementation (lean)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,9 +257,15 @@ def main(argv: list[str] | None = None) -> dict:
         # steps timed_from-2 .. timed_from (just before the timed steps, so the timing is not disturbed)
         prof = tprofile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else []))
 
-    history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
-                    warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=device,
-                    progress=False, on_step=on_step, compile=args.compile, ddp_options=ddp_options)
+    if args.loop == "lean":
+        with no_read_back(model):
+            history = lean_train(model, make_loss(args.local_loss), batches, args.steps, args.lr,
+                                 min(5, args.steps // 5), 0.1, (0.9, 0.98), device, on_step, args.compile,
+                                 ddp_options, args.adam)
+    else:
+        history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
+                        warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=device,
+                        progress=False, on_step=on_step, compile=args.compile, ddp_options=ddp_options)
     rank, size = world()
     if prof is not None:
         from speed import kernel_category  # benchmarks/speed.py, beside this script (profiling runs only)
@@ -223,7 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
               "device_type": device.type, "world_size": size, "config": args.config, "global_batch": args.batch,
               "batch_per_process": args.batch // size, "steps": args.steps,
               "timed_steps": f"{args.timed_from + 1}..{args.steps}", "local_loss": args.local_loss,
-              "compile": args.compile, "ddp_options": ddp_options, "device": str(device), "device_name": name,
+              "compile": args.compile, "ddp_options": ddp_options, "loop": args.loop,
+              "adam": args.adam if args.loop == "lean" else "foreach (train)", "device": str(device),
+              "device_name": name,
               "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "command": " ".join(["train_ddp.py", *(argv if argv is not None else sys.argv[1:])]),
               "loss_first": history[0], "loss_last": history[-1],
@@ -243,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
             if one["batch_per_process"] != result["batch_per_process"]:
                 raise ValueError(f"--single ran {one['batch_per_process']} samples per process, this run "
                                  f"{result['batch_per_process']}: scaling needs the same per-process batch")
-            result["single_process"] = {k: one[k] for k in ("samples_per_s", "step_ms", "device_name", "compile")}
+            result["single_process"] = {k: one.get(k) for k in ("samples_per_s", "step_ms", "device_name", "compile",
+                                                                "loop", "command")}
             result["scaling_efficiency"] = round(result["samples_per_s_per_process"] / one["samples_per_s"], 4)
     if rank == 0:
         print(json.dumps(result))  # one line: the last line of stdout is the result

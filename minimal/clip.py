@@ -29,12 +29,22 @@ from torch import nn
 from transformers import CLIPConfig as HFCLIPConfig
 
 from . import env
+from .losses import LOGIT_SCALE_MAX
 from .text import TextConfig, TextTransformer
 from .text import convert_hf_state_dict as convert_hf_text
 from .tokenizer import Tokenizer
 from .vit import VisionTransformer, ViTConfig
 from .vit import convert_hf_state_dict as convert_hf_vision
-from .weights import CHECKPOINT_DIR, load_safetensors, load_state_dict_strict, save_safetensors
+from .weights import (
+    CHECKPOINT_DIR,
+    can_read_back,
+    check_finite,
+    check_int,
+    check_real,
+    load_safetensors,
+    load_state_dict_strict,
+    save_safetensors,
+)
 
 TINY_CLIP = CHECKPOINT_DIR / "tiny_clip.safetensors"
 TINY_CLIP_TOKENIZER = CHECKPOINT_DIR / "tiny_clip.tokenizer.json"
@@ -50,12 +60,19 @@ class CLIPConfig:
     logit_scale_init: float = math.log(1 / 0.07)
 
     def __post_init__(self):
-        if isinstance(self.vision, dict):
-            self.vision = ViTConfig(**self.vision)
-        if isinstance(self.text, dict):
-            self.text = TextConfig(**self.text)
-        if not isinstance(self.embed_dim, int) or self.embed_dim < 1:
-            raise ValueError(f"CLIPConfig.embed_dim must be a positive int, got {self.embed_dim!r}")
+        for name, cls in (("vision", ViTConfig), ("text", TextConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                try:
+                    value = cls(**value)
+                except TypeError as e:   # an unknown or missing field
+                    raise ValueError(f"CLIPConfig.{name} does not fit {cls.__name__}: {e}") from e
+                setattr(self, name, value)
+            if not isinstance(value, cls):
+                raise ValueError(f"CLIPConfig.{name} must be a {cls.__name__} or its dict, got "
+                                 f"{type(value).__name__}")
+        check_int(self.embed_dim, "CLIPConfig.embed_dim")
+        check_real(self.logit_scale_init, "CLIPConfig.logit_scale_init")
 
     def to_dict(self) -> dict:
         return {"vision": self.vision.to_dict(), "text": self.text.to_dict(), "embed_dim": self.embed_dim,
@@ -114,6 +131,7 @@ class CLIP(nn.Module):
         <eos> changes the pooled vector, so the padding is pure waste; with mixed lengths this saves a good part
         of the text tower's work. Same result up to float rounding.
         """
+        check_int(length_buckets, "length_buckets")
         if length_buckets <= 1 or input_ids.shape[0] <= 1:
             return self.text_projection(self.text(input_ids).pooled)
         self.text.check_ids(input_ids)
@@ -130,11 +148,18 @@ class CLIP(nn.Module):
         """Similarity logits of every image against every caption (`length_buckets`: see `encode_text`).
 
         The scale is exp(logit_scale) *unclamped*, as in HF and OpenAI's code (which clamp the parameter during
-        training instead); `losses.clip_loss` clamps it at ln 100.
+        training instead); `losses.clip_loss` clamps it at ln 100. A `logit_scale` so large that the logits stop
+        being finite numbers (exp overflows past ≈ 88) is a ValueError, never a table of NaN.
         """
         img = nn.functional.normalize(self.encode_image(pixels), dim=-1)
         txt = nn.functional.normalize(self.encode_text(input_ids, length_buckets), dim=-1)
         logits = self.logit_scale.exp() * img @ txt.T
+        if can_read_back(logits) and not bool(torch.isfinite(logits).all()):
+            check_finite(img, "image embeddings", row="image")
+            check_finite(txt, "text embeddings", row="caption")
+            raise ValueError(f"CLIP logits are not finite: logit_scale = {float(self.logit_scale.detach()):g} and "
+                             f"exp(logit_scale) overflows (training clamps it at ln 100 = {LOGIT_SCALE_MAX:.3f}); "
+                             "clamp model.logit_scale or load sane weights")
         return CLIPOutput(logits, logits.T, img, txt)
 
     # ---- our own checkpoints ----------------------------------------------------------------------------------

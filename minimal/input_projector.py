@@ -19,6 +19,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from .weights import check_finite, check_floating, check_int
+
 KINDS = ("linear", "mlp")
 
 
@@ -51,11 +53,13 @@ class InputProjector(nn.Module):
 
     def __init__(self, vision_dim: int, llm_dim: int, kind: str = "mlp", shuffle: int = 1, cond_dim: int = 0):
         super().__init__()
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if not isinstance(shuffle, int) or shuffle < 1:
-            raise ValueError(f"shuffle must be a positive int, got {shuffle!r}")
-        self.kind, self.shuffle, self.cond_dim = kind, shuffle, cond_dim
+        check_int(vision_dim, "vision_dim")
+        check_int(llm_dim, "llm_dim")
+        check_int(shuffle, "shuffle")
+        check_int(cond_dim, "cond_dim", minimum=0)
+        self.kind, self.shuffle, self.cond_dim, self.vision_dim = kind, shuffle, cond_dim, vision_dim
         d_in = vision_dim * shuffle * shuffle
         if kind == "linear":
             self.net = nn.Sequential(nn.Linear(d_in, llm_dim))
@@ -68,6 +72,10 @@ class InputProjector(nn.Module):
         return num_patches // (self.shuffle * self.shuffle) + int(self.cond is not None)
 
     def forward(self, features: Tensor, cond: Tensor | None = None) -> Tensor:
+        check_floating(features, "features")
+        if features.dim() != 3 or features.shape[-1] != self.vision_dim:
+            raise ValueError(f"features must be (B, N, {self.vision_dim}), got {tuple(features.shape)}")
+        check_finite(features, "features", row="image")
         x = pixel_shuffle(features, self.shuffle)
         if self.cond is None:
             if cond is not None:
@@ -75,6 +83,8 @@ class InputProjector(nn.Module):
             return self.net(x)
         if cond is None or cond.shape != (x.shape[0], self.cond_dim):
             raise ValueError(f"an instruction-aware projector needs cond of shape ({x.shape[0]}, {self.cond_dim})")
+        check_floating(cond, "cond")
+        check_finite(cond, "cond (the instruction vector)")
         h = self.net[0](x) + self.cond(cond).unsqueeze(1)            # every patch sees the instruction
         if self.kind == "linear":
             return torch.cat([h, h.mean(1, keepdim=True)], dim=1)

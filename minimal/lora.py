@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .weights import check_int, check_real
+
 
 class LoRALinear(nn.Module):
     """``base(x) + (alpha / rank) · B(A(x))`` with `base` frozen and A, B trained.
@@ -42,8 +44,9 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRA adapts nn.Linear layers, got {type(base).__name__}")
-        if not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        check_int(rank, "rank")
+        if alpha is not None:
+            check_real(alpha, "alpha", low=0, low_open=True)
         self.base = base.requires_grad_(False)
         self.rank, self.alpha = rank, float(2 * rank if alpha is None else alpha)
         device, dtype = base.weight.device, base.weight.dtype
@@ -78,6 +81,8 @@ def add_lora(model: nn.Module, targets: Sequence[str], rank: int, alpha: float |
     Raises ValueError if no layer matches (a typo would otherwise train nothing) or if the model already carries
     LoRA layers (wrapping twice would stack adapters: load a fresh model instead).
     """
+    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"targets must be a list of layer names such as ['q_proj', 'v_proj'], got {targets!r}")
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("this model already has LoRA layers (from another MLLM?); load a fresh copy of the LLM "
                          "for a second adapted model")

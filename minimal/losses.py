@@ -22,16 +22,20 @@ columns (B_local × B_global logits instead of B_global²): the same loss on ave
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .weights import can_read_back, check_finite
+
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # ≈ 2.659: temperature 0.07, as in CLIP
 LOGIT_SCALE_MAX = math.log(100.0)      # ≈ 4.605: the clamp (temperature never below 0.01)
 
 
-def _check_features(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> None:
+def _check_features(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                    logit_scale: torch.Tensor | float | None = None) -> None:
     """Clear errors for the mistakes that otherwise give a silent wrong loss or a cryptic shape error."""
     for name, x in (("image_embeds", image_embeds), ("text_embeds", text_embeds)):
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
@@ -39,17 +43,34 @@ def _check_features(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> No
             raise ValueError(f"{name} must be a (batch, dim) tensor, got {got}")
         if x.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch; the contrastive loss needs at least one pair")
-        # (reads a value back from the device: skipped inside torch.compile, where it would split the graph, and
-        # while a CUDA graph is being captured, where reading a value back is not allowed at all)
-        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
-        if not torch.compiler.is_compiling() and not capturing and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or inf values; check the encoder's inputs and the learning rate")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor, got dtype {x.dtype}")
     if image_embeds.shape[0] != text_embeds.shape[0]:
         raise ValueError(f"image and text batch sizes differ ({image_embeds.shape[0]} images, "
                          f"{text_embeds.shape[0]} texts): the loss needs one caption per image")
     if image_embeds.shape[1] != text_embeds.shape[1]:
         raise ValueError(f"image and text embedding sizes differ ({image_embeds.shape[1]} vs "
                          f"{text_embeds.shape[1]}); both towers must project into the same space")
+    scale = _scale_tensor(logit_scale, image_embeds.device) if logit_scale is not None else None
+    # One read-back for all three (skipped inside torch.compile and CUDA graph capture); details only on failure.
+    if can_read_back(image_embeds):
+        ok = torch.isfinite(image_embeds).all() & torch.isfinite(text_embeds).all()
+        if not bool(ok if scale is None else ok & torch.isfinite(scale).all()):
+            check_finite(image_embeds, "image_embeds")
+            check_finite(text_embeds, "text_embeds")
+            check_finite(scale.reshape(()), "logit_scale")   # type: ignore[union-attr]
+
+
+def _scale_tensor(logit_scale: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+    """`logit_scale` as a tensor on `device`: a real number or a one-element float tensor, else a ValueError."""
+    if isinstance(logit_scale, torch.Tensor):
+        if logit_scale.numel() != 1 or not logit_scale.is_floating_point():
+            raise ValueError(f"logit_scale must be a scalar float tensor, got {logit_scale.dtype} "
+                             f"{tuple(logit_scale.shape)}")
+    elif isinstance(logit_scale, bool) or not isinstance(logit_scale, numbers.Real):
+        raise ValueError(f"logit_scale must be a number or a scalar float tensor, got {logit_scale!r} "
+                         f"({type(logit_scale).__name__})")
+    return torch.as_tensor(logit_scale, device=device)
 
 
 def clip_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
@@ -63,7 +84,7 @@ def clip_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     Returns:
         (N, M) logits_per_image = exp(clamp(logit_scale)) · cos(image_i, text_j).
     """
-    scale = torch.as_tensor(logit_scale, device=image_embeds.device).clamp(max=LOGIT_SCALE_MAX).exp()
+    scale = _scale_tensor(logit_scale, image_embeds.device).clamp(max=LOGIT_SCALE_MAX).exp()
     return scale * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
 
 
@@ -79,9 +100,10 @@ def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
         scalar loss. A batch of one pair is allowed: with no negatives the loss is exactly 0 (and so is its
         gradient) — defined, but it teaches nothing.
     Raises:
-        ValueError on mismatched batch or embedding sizes, empty batches, and NaN/inf features.
+        ValueError on mismatched batch or embedding sizes, empty batches, non-float features, and NaN/inf in the
+        features (saying how many rows) or in logit_scale.
     """
-    _check_features(image_embeds, text_embeds)
+    _check_features(image_embeds, text_embeds, logit_scale)
     logits = clip_logits(image_embeds, text_embeds, logit_scale)
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
@@ -133,7 +155,7 @@ def clip_loss_distributed(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
         scalar loss. In both modes DDP's averaged gradients equal the one-process gradients on the concatenated
         batch (tested with 2 gloo processes).
     """
-    _check_features(image_embeds, text_embeds)
+    _check_features(image_embeds, text_embeds, logit_scale)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return clip_loss(image_embeds, text_embeds, logit_scale)
     all_images = all_gather_with_grad(image_embeds)

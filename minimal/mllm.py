@@ -21,9 +21,8 @@ final sequence length; `embed` then writes the projected image tokens exactly at
     mllm = build_mllm(adapters_path=MLLM_ADAPTERS)      # the shipped model
     mllm.chat(image, "what colour is the star?")          # 'red'
 
-The two training stages and the evaluation live in `minimal.recipes.mllm`. The shipped checkpoint
-(`data/checkpoints/mllm_adapters.safetensors`) holds everything the MLLM adds to the frozen encoder and LLM: the
-input projector and the LoRA adapters.
+The two training stages and the evaluation live in `minimal.recipes.mllm`; the shipped checkpoint
+(`data/checkpoints/mllm_adapters.safetensors`) holds what the MLLM adds to the frozen parts: projector, adapters.
 """
 
 from __future__ import annotations
@@ -35,16 +34,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from .accounting import count_parameters, freeze
 from .clip import load_tiny_clip
 from .images import normalize, to_rgb, to_tensor
-from .input_projector import InputProjector
-from .llm import load_llm, new_kv_cache
+from .input_projector import KINDS, InputProjector
+from .llm import chat_slots, check_fits, check_text, check_texts, encode_slots, load_llm, new_kv_cache, pad_states
 from .lora import add_lora, lora_parameters
 from .vit import VisionTransformer
-from .weights import CHECKPOINT_DIR, check_state_dict, read_checkpoint, save_with_card
+from .weights import CHECKPOINT_DIR, check_int, check_real, check_state_dict, read_checkpoint, save_with_card
 
 IMAGE_TOKEN = "<image>"
 IMAGE_TOKEN_ID = -200   # marks image slots in input_ids (never looked up in the embedding table)
@@ -81,7 +81,18 @@ class MLLMConfig:
         """The encoder layers whose features are read (several are concatenated along the channels)."""
         return list(self.feature_layer) if isinstance(self.feature_layer, list | tuple) else [self.feature_layer]
 
-    def __post_init__(self):
+    def __post_init__(self):   # a wrong field fails here, naming it, not deep inside a forward pass
+        if self.projector not in KINDS:
+            raise ValueError(f"MLLMConfig.projector must be one of {KINDS}, got {self.projector!r}")
+        check_int(self.shuffle, "MLLMConfig.shuffle")
+        check_int(self.lora_rank, "MLLMConfig.lora_rank", minimum=0)
+        if self.lora_alpha is not None:
+            check_real(self.lora_alpha, "MLLMConfig.lora_alpha (None or a number)", low=0, low_open=True)
+        for flag in ("use_cls", "feature_norm", "instruction_aware"):
+            if not isinstance(getattr(self, flag), bool):   # the string "False" would read as True
+                raise TypeError(f"MLLMConfig.{flag} must be a bool, got {getattr(self, flag)!r}")
+        if not isinstance(self.lora_targets, list | tuple) or not all(isinstance(t, str) for t in self.lora_targets):
+            raise TypeError(f"MLLMConfig.lora_targets must be a list of layer names, got {self.lora_targets!r}")
         if self.instruction_aware and self.use_cls:
             raise ValueError("instruction_aware=True adds its own summary token; use it without use_cls")
         if self.use_cls and self.shuffle > 1:
@@ -105,18 +116,23 @@ class MLLM(nn.Module):
         vision: a `minimal.vit.VisionTransformer` (e.g. `load_tiny_clip()[0].visual`); frozen here.
         llm, tokenizer: from `minimal.llm.load_llm()`; frozen here.
         cfg: `MLLMConfig`. projector: an existing `InputProjector` (default: a fresh one built from cfg).
-    Images are float (B, 3, 32, 32) in [0, 1] (`minimal.images.to_tensor`); the model normalises them as CLIP was
-    trained.
+    Images are float (B, 3, 32, 32) in [0, 1] (`minimal.images.to_tensor`), normalised inside as CLIP was trained.
     """
 
     def __init__(self, vision: VisionTransformer, llm: Any, tokenizer: Any, cfg: MLLMConfig | None = None,
                  projector: InputProjector | None = None):
         super().__init__()
         self.cfg = cfg or MLLMConfig()
+        n = vision.cfg.layers   # the encoder's hidden states: indices -n-1..n
+        if not self.cfg.layers or not all(type(k) is int and -n - 1 <= k <= n for k in self.cfg.layers):
+            raise ValueError(f"MLLMConfig.feature_layer must be an int or a list of ints in {-n - 1}..{n} (this "
+                             f"encoder's hidden states), got {self.cfg.feature_layer!r}")
         self.vision, self.llm, self.tokenizer = vision, llm, tokenizer
         freeze(self.vision)
         freeze(self.llm)
         if self.cfg.lora_rank:   # adapters inside the LLM: trainable, and zero at first (the LLM is unchanged)
+            if missing := set(self.cfg.lora_targets) - {n.rpartition(".")[2] for n, _ in llm.named_modules()}:
+                raise ValueError(f"MLLMConfig.lora_targets names layers the LLM does not have: {sorted(missing)}")
             add_lora(self.llm, self.cfg.lora_targets, self.cfg.lora_rank, self.cfg.lora_alpha)
         d_vision, d_llm = vision.cfg.width * len(self.cfg.layers), llm.config.hidden_size
         self.projector = projector or InputProjector(d_vision, d_llm, self.cfg.projector, self.cfg.shuffle,
@@ -154,53 +170,37 @@ class MLLM(nn.Module):
 
     # ---- text ---------------------------------------------------------------------------------------------------
 
-    def _ids(self, text: str) -> list[int]:
-        """Tokenise text that may contain <image>; each <image> becomes n_image_tokens IMAGE_TOKEN_IDs."""
-        ids: list[int] = []
-        for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
-            if i:
-                ids += [IMAGE_TOKEN_ID] * self.n_image_tokens
-            if chunk:
-                ids += self.tokenizer(chunk, add_special_tokens=False).input_ids
-        return ids
-
-    def _template(self, messages: list[dict], generation_prompt: bool) -> str:
-        if self.cfg.system is not None:
-            messages = [{"role": "system", "content": self.cfg.system}] + messages
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
     def tokenize(self, turns: Sequence[tuple[str, str | None]]) -> tuple[list[int], list[int]]:
         """A conversation -> (input_ids, labels), both of the final length (image slots expanded).
 
         turns: [(user, assistant), ...]; put "<image>" in a user message where the image goes. The last
         assistant may be None: the ids then end with the generation prompt (for `generate`). Labels are
         IGNORE_INDEX except on assistant answers, whose end-of-turn token is labelled too (the model must learn
-        to stop); the newline the template puts after it is not.
+        to stop); the newline the template puts after it is not. Typed control tokens stay text (`llm.encode_slots`).
         """
-        messages: list[dict] = []
-        ids: list[int] = []
-        labels: list[int] = []
-        done = ""
+        image = {IMAGE_TOKEN: [IMAGE_TOKEN_ID] * self.n_image_tokens}   # each <image>: n_image_tokens slots
+        messages, ids, labels, done = [], [], [], ""
         for k, (user, assistant) in enumerate(turns):
             if assistant is None and k != len(turns) - 1:
                 raise ValueError("only the last turn may have no assistant answer")
             messages.append({"role": "user", "content": user})
-            prompt = self._template(messages, generation_prompt=True)
-            new = self._ids(prompt[len(done):])
+            prompt, said = chat_slots(self.tokenizer, messages, self.cfg.system, add_generation_prompt=True)
+            new = encode_slots(self.tokenizer, prompt[len(done):], said, image)
             ids += new
             labels += [IGNORE_INDEX] * len(new)
             done = prompt
             if assistant is None:
                 break
             messages.append({"role": "assistant", "content": assistant})
-            full = self._template(messages, generation_prompt=False)
+            full, said = chat_slots(self.tokenizer, messages, self.cfg.system, add_generation_prompt=False)
             if not full.startswith(done):
                 raise ValueError("this tokenizer's chat template rewrites earlier turns; cannot split answers")
             answer = full[len(done):]
             eos = self.tokenizer.eos_token
             cut = answer.index(eos) + len(eos) if eos and eos in answer else len(answer.rstrip())
-            supervised = self._ids(answer[:cut])
-            rest = self._ids(answer[cut:]) if k < len(turns) - 1 else []  # the last turn's newline is not needed
+            supervised = encode_slots(self.tokenizer, answer[:cut], said, image)
+            last = k == len(turns) - 1   # the last turn's newline is not needed
+            rest = [] if last else encode_slots(self.tokenizer, answer[cut:], said, image)
             ids += supervised + rest
             labels += supervised + [IGNORE_INDEX] * len(rest)
             done = full
@@ -208,17 +208,10 @@ class MLLM(nn.Module):
 
     def collate(self, examples: list[tuple[list[int], list[int]]], padding_side: str = "right") -> dict[str, Tensor]:
         """Pad a list of (ids, labels) to a batch: input_ids, attention_mask, labels, each (B, T) long."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        T = max(len(ids) for ids, _ in examples)
-        out = {"input_ids": torch.full((len(examples), T), pad, dtype=torch.long),
-               "attention_mask": torch.zeros(len(examples), T, dtype=torch.long),
-               "labels": torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)}
-        for b, (ids, labels) in enumerate(examples):
-            sl = slice(0, len(ids)) if padding_side == "right" else slice(T - len(ids), T)
-            out["input_ids"][b, sl] = torch.tensor(ids)
-            out["attention_mask"][b, sl] = 1
-            out["labels"][b, sl] = torch.tensor(labels)
-        return out
+        pad, left = self.tokenizer.pad_token_id or 0, padding_side != "right"
+        ids, mask = pad_states([torch.tensor(i, dtype=torch.long) for i, _ in examples], pad, left)
+        labels, _ = pad_states([torch.tensor(lab, dtype=torch.long) for _, lab in examples], IGNORE_INDEX, left)
+        return {"input_ids": ids, "attention_mask": mask.long(), "labels": labels}
 
     # ---- the forward pass ---------------------------------------------------------------------------------------
 
@@ -242,18 +235,15 @@ class MLLM(nn.Module):
     def _instructions(self, input_ids: Tensor, text: Tensor) -> Tensor:
         """For each image block (in order): the mean word embedding of the text that follows it in the same
         message — up to the end-of-turn token — i.e. the instruction about that image -> (n_images, D)."""
-        eot = self.tokenizer.eos_token_id
-        out = []
-        for b in range(input_ids.shape[0]):
-            row = input_ids[b].tolist()
+        stops, out = (self.tokenizer.eos_token_id, IMAGE_TOKEN_ID), []
+        for b, row in enumerate(input_ids.tolist()):
             t = 0
             while t < len(row):
                 if row[t] != IMAGE_TOKEN_ID:
                     t += 1
                     continue
-                t += self.n_image_tokens
-                end = t
-                while end < len(row) and row[end] != eot and row[end] != IMAGE_TOKEN_ID:
+                t = end = t + self.n_image_tokens
+                while end < len(row) and row[end] not in stops:
                     end += 1
                 out.append(text[b, t:end].mean(0) if end > t else text.new_zeros(text.shape[-1]))
         return torch.stack(out)
@@ -261,8 +251,7 @@ class MLLM(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, images: Tensor | None = None,
                 labels: Tensor | None = None) -> MLLMOutput:
         """input_ids/attention_mask/labels (B, T), images (n, 3, S, S) -> MLLMOutput (see there)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         embeds = self.embed(input_ids, images)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # works for left and right padding
         if labels is None:
@@ -307,14 +296,23 @@ class MLLM(nn.Module):
     @torch.no_grad()
     def generate(self, images: Tensor | None, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy answers to a batch of user prompts (each with one "<image>" per image; a prompt without it gets
-        the image in front). images (B, 3, S, S) or None -> list of B strings.
-
-        Uses the LLM's own `generate(inputs_embeds=...)`, so its KV cache does the decoding: the image and prompt
-        are read once, then each new token costs one position.
+        the image in front). images (B, 3, S, S) in [0, 1] or None -> list of B strings. Prompts that do not fit
+        the LLM's context window are refused before any work (`minimal.llm.check_fits`). Uses the LLM's own
+        `generate(inputs_embeds=...)`: its KV cache does the decoding (image and prompt read once, then one position
+        per new token).
         """
+        if images is not None and not isinstance(images, Tensor):
+            raise TypeError(f"images must be None or a float tensor (B, 3, S, S) in [0, 1], got {type(images)}")
+        return self._generate(images, check_texts(prompts, "prompts"), max_new_tokens, "prompts[{}]")
+
+    def _generate(self, images: Tensor | None, prompts: list[str], max_new_tokens: int, name: str) -> list[str]:
+        check_int(max_new_tokens, "max_new_tokens")
         if images is not None and all(IMAGE_TOKEN not in p for p in prompts) and len(prompts) == images.shape[0]:
             prompts = [f"{IMAGE_TOKEN}\n{p}" for p in prompts]
-        batch = self.collate([self.tokenize([(p, None)]) for p in prompts], padding_side="left")
+        examples = [self.tokenize([(p, None)]) for p in prompts]
+        for i, (row, _) in enumerate(examples):
+            check_fits(self.llm, len(row), name.format(i), max_new_tokens)
+        batch = self.collate(examples, padding_side="left")
         device = self.llm.get_input_embeddings().weight.device
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         embeds = self.embed(ids, images)
@@ -323,13 +321,21 @@ class MLLM(nn.Module):
                                 do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
-    def chat(self, image, question: str, max_new_tokens: int = 32) -> str:
-        """One image (PIL or (3, S, S) tensor in [0, 1]) and one question -> the answer: ``mllm.chat(img, "what
-        colour is the star?")``."""
-        if not isinstance(image, Tensor):   # a PIL image: RGB, resized to what the encoder was trained on
-            size = self.vision.cfg.image_size
-            image = to_tensor(to_rgb(image).resize((size, size), resample=3))
-        return self.generate(image.unsqueeze(0), [question], max_new_tokens)[0]
+    def chat(self, image: Image.Image | Tensor, question: str, max_new_tokens: int = 32) -> str:
+        """One image (a PIL image of any mode, or a float tensor (3, S, S) in [0, 1]) and one question -> the
+        answer: ``mllm.chat(img, "what colour is the star?")``."""
+        size = self.vision.cfg.image_size
+        if isinstance(image, Image.Image):   # RGB (transparency over white), resized to what the encoder knows
+            image = to_tensor(to_rgb(image).resize((size, size), resample=Image.Resampling.BICUBIC))
+        want = f"a PIL image, or a float tensor (3, {size}, {size}) in [0, 1]"
+        if not isinstance(image, Tensor):
+            raise TypeError(f"image must be {want}, got {type(image).__module__}.{type(image).__qualname__}")
+        if not image.is_floating_point() or image.shape != (3, size, size):
+            raise ValueError(f"image must be {want}, got dtype {image.dtype} and shape {tuple(image.shape)}")
+        lo, hi = torch.aminmax(image.detach())
+        if not (0 <= lo and hi <= 1):   # NaN fails too
+            raise ValueError(f"image must be {want}, got values from {float(lo):g} to {float(hi):g}")
+        return self._generate(image.unsqueeze(0), [check_text(question, "question")], max_new_tokens, "question")[0]
 
     # ---- parameters and checkpoints -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accounting import freeze
-from .weights import CHECKPOINT_DIR, load_module
+from .weights import CHECKPOINT_DIR, check_finite, check_floating, check_int, check_real, load_module
 
 GENERATOR_PATH = CHECKPOINT_DIR / "generator.safetensors"
 
@@ -38,6 +38,21 @@ class GeneratorConfig:
     emb_dim: int = 128
     groups: int = 8
     cond_drop: float = 0.1      # share of training examples with the condition dropped (classifier-free guidance)
+
+    def __post_init__(self):
+        for name in ("image_size", "cond_dim", "patch", "emb_dim", "groups"):
+            check_int(getattr(self, name), f"GeneratorConfig.{name}")
+        if not isinstance(self.channels, (list, tuple)) or not self.channels:
+            raise ValueError(f"GeneratorConfig.channels must be a non-empty list of ints, got {self.channels!r}")
+        for i, c in enumerate(self.channels):
+            check_int(c, f"GeneratorConfig.channels[{i}]")
+            if c % self.groups:
+                raise ValueError(f"GeneratorConfig.channels[{i}]={c} is not divisible by groups={self.groups}")
+        if self.emb_dim % 2:
+            raise ValueError(f"GeneratorConfig.emb_dim must be even (sine and cosine halves), got {self.emb_dim}")
+        if self.image_size % self.patch:
+            raise ValueError(f"GeneratorConfig.image_size={self.image_size} is not divisible by patch={self.patch}")
+        check_real(self.cond_drop, "GeneratorConfig.cond_drop", low=0, high=1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -142,10 +157,12 @@ class ModalityGenerator(nn.Module):
         guidance: classifier-free guidance weight w, v = v_uncond + w·(v_cond − v_uncond); 1 = plain conditional.
         generator: a torch.Generator for the starting noise (same generator state → same drawing).
         """
+        check_floating(cond, "cond")
         if cond.dim() != 2 or cond.shape[1] != self.cfg.cond_dim:
             raise ValueError(f"cond must be (B, {self.cfg.cond_dim}), got {tuple(cond.shape)}")
-        if steps < 1:
-            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        check_finite(cond, "cond", row="condition")
+        check_int(steps, "steps")
+        check_real(guidance, "guidance")
         b, s = cond.shape[0], self.cfg.image_size
         x = torch.randn(b, 3, s, s, generator=generator, device=generator.device if generator else "cpu")
         x = x.to(cond.device)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .shapes import all_target_phrases
-from .weights import CHECKPOINT_DIR, load_module
-from .zeroshot import embed, encoders
+from .weights import CHECKPOINT_DIR, can_read_back, check_finite, check_floating, check_int, check_real, load_module
+from .zeroshot import check_embeddings, embed, encoders
 
 OUTPUT_PROJECTOR_PATH = CHECKPOINT_DIR / "output_projector.safetensors"
 
@@ -37,6 +37,11 @@ class OutputProjectorConfig:
     heads: int = 4              # attention-pooling heads: each learns which tokens to read (the verb, the colour...)
     width: int = 256
     dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("hidden_size", "layer", "cond_dim", "heads", "width"):
+            check_int(getattr(self, name), f"OutputProjectorConfig.{name}")
+        check_real(self.dropout, "OutputProjectorConfig.dropout", low=0, high=1, high_open=True)
 
 
 @dataclass
@@ -67,10 +72,18 @@ class OutputProjector(nn.Module):
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> ProjectorOutput:
         """states (B, T, hidden) from `llm.llm_states` (padded: `llm.pad_states`), mask (B, T) bool
         -> ProjectorOutput."""
+        check_floating(states, "states")
         if states.dim() != 3 or states.shape[-1] != self.cfg.hidden_size:
             raise ValueError(f"states must be (B, T, {self.cfg.hidden_size}), got {tuple(states.shape)}")
-        if mask.shape != states.shape[:2]:
-            raise ValueError(f"mask must be {tuple(states.shape[:2])}, got {tuple(mask.shape)}")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != states.shape[:2]:
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be a bool tensor of shape {tuple(states.shape[:2])}, got {got}")
+        # one read-back for both checks; NaN in the padding counts too (it would reach the output as 0 · NaN)
+        if can_read_back(states) and not bool(torch.isfinite(states).all() & mask.any(dim=1).all()):
+            check_finite(states, "states", row="request")
+            empty = (~mask.any(dim=1)).nonzero().flatten()
+            raise ValueError(f"mask marks no token in {len(empty)} of {mask.shape[0]} requests (first: request "
+                             f"{int(empty[0])}); every request needs at least one token")
         h = self.norm(states)
         scores = self.score(h).masked_fill(~mask[..., None], float("-inf"))       # (B, T, heads)
         weights = scores.softmax(dim=1)
@@ -110,6 +123,9 @@ class TargetTable:
 
     def nearest(self, cond: torch.Tensor) -> list[str]:
         """The phrase whose embedding is closest to each row of cond (N, E): what the projector "meant"."""
+        check_embeddings(cond, "cond")
+        if cond.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"cond must be (N, {self.embeddings.shape[1]}), got {tuple(cond.shape)}")
         return [self.phrases[i] for i in (cond @ self.embeddings.T).argmax(-1).tolist()]
 
 

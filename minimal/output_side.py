@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from .accounting import freeze
-from .llm import answer, llm_states, load_llm, pad_states
+from .llm import answer, chat_ids, check_fits, check_text, check_texts, llm_states, load_llm, pad_states
 from .modality_generator import GENERATOR_PATH, ModalityGenerator, load_modality_generator
 from .output_projector import OUTPUT_PROJECTOR_PATH, OutputProjector, ProjectorOutput, load_output_projector
+from .weights import check_int, check_real
 
 SYSTEM = "Answer briefly."   # a short system message: fewer tokens per request than SmolLM2's default one
 
@@ -40,14 +41,18 @@ class Reply:
 
 
 class OutputSide(nn.Module):
-    """Frozen LLM + trained output projector + frozen modality generator. Call it with a request (or a list)."""
+    """Frozen LLM + trained output projector + frozen modality generator. Call it with a request (or a list).
+
+    steps: the generator's Euler steps (a positive int). guidance: its classifier-free guidance weight (a finite
+    number ≥ 0; 1 = plain conditional).
+    """
 
     def __init__(self, llm: Any, tokenizer: Any, projector: OutputProjector, generator: ModalityGenerator,
                  steps: int = 10, guidance: float = 2.0):
         super().__init__()
         self.llm, self.tokenizer = freeze(llm), tokenizer
         self.projector, self.generator = projector.eval(), freeze(generator)
-        self.steps, self.guidance = steps, guidance
+        self.steps, self.guidance = check_int(steps, "steps"), check_real(guidance, "guidance", low=0)
         self.states_cache: dict[tuple[int, str], torch.Tensor] = {}   # the LLM is frozen: its states never change
 
     @classmethod
@@ -71,8 +76,16 @@ class OutputSide(nn.Module):
 
     @torch.no_grad()
     def forward(self, requests: str | list[str], seed: int = 0, max_new_tokens: int = 32) -> Reply | list[Reply]:
-        """Answer requests: drawings for those the projector judges to be drawing requests, text for the others."""
-        texts = [requests] if isinstance(requests, str) else list(requests)
+        """Answer requests: drawings for those the projector judges to be drawing requests, text for the others.
+
+        requests: a str or a non-empty list of them (none empty). A request whose prompt would not fit the LLM's
+        context window with `max_new_tokens` (a positive int) more is refused before any work; what a user types
+        is read as plain text (`minimal.llm.chat_ids`), so typed control tokens are only text.
+        """
+        texts = [check_text(requests, "requests")] if isinstance(requests, str) else check_texts(requests, "requests")
+        check_int(max_new_tokens, "max_new_tokens")
+        for i, t in enumerate(texts):
+            check_fits(self.llm, len(chat_ids(self.tokenizer, t, system=SYSTEM)), f"requests[{i}]", max_new_tokens)
         out = self.decide(texts)
         replies = [Reply(t, bool(w), float(p)) for t, w, p in zip(texts, out.wants_image, out.logit.sigmoid(),
                                                                    strict=True)]

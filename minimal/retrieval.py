@@ -16,7 +16,8 @@ from collections.abc import Collection, Hashable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .zeroshot import check_embeddings, check_widths
+from .weights import check_finite, check_int
+from .zeroshot import check_widths
 
 
 def similarity(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -46,11 +47,15 @@ def hits_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int, chunk: int 
     positive is in the top k when fewer than k *negatives* score at least as high as the best positive. With no
     ties this is exactly CLIP_benchmark's `recall_at_k(...) > 0`.
     """
-    check_embeddings(scores, "scores")
-    if positives.shape != scores.shape or positives.dtype != torch.bool:
-        raise ValueError(f"positives must be a bool tensor of the scores' shape {tuple(scores.shape)}, got "
-                         f"{positives.dtype} {tuple(positives.shape)}")
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.dtype == torch.bool or scores.is_complex():
+        raise ValueError(f"scores must be a 2-D (queries, gallery) tensor of real numbers, got "
+                         f"{f'{scores.dtype} {tuple(scores.shape)}' if isinstance(scores, torch.Tensor) else scores!r}")
+    check_finite(scores, "scores", row="query row")
+    if not isinstance(positives, torch.Tensor) or positives.shape != scores.shape or positives.dtype != torch.bool:
+        got = f"{positives.dtype} {tuple(positives.shape)}" if isinstance(positives, torch.Tensor) else positives
+        raise ValueError(f"positives must be a bool tensor of the scores' shape {tuple(scores.shape)}, got {got}")
     _check_k(k, scores.shape[1], "gallery items")
+    check_int(chunk, "chunk")
     empty = ~positives.any(dim=1)
     if empty.any():
         raise ValueError(f"{int(empty.sum())} queries have no positive in the gallery (first: query "
@@ -71,9 +76,12 @@ def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
 
 def paired_positives(text_to_image: torch.Tensor | Sequence[int], n_images: int) -> torch.Tensor:
     """(M, N) bool: caption m is a positive of image n iff `text_to_image[m] == n` (several captions per image)."""
-    idx = torch.as_tensor(text_to_image, dtype=torch.long)
+    idx = torch.as_tensor(text_to_image)
     if idx.ndim != 1 or idx.numel() == 0:
         raise ValueError(f"text_to_image must be a non-empty 1-D list of image indices, got shape {tuple(idx.shape)}")
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"text_to_image must hold integer image indices, got dtype {idx.dtype}")
+    idx = idx.long()
     if idx.min() < 0 or idx.max() >= n_images:
         raise ValueError(f"text_to_image holds indices outside 0..{n_images - 1} "
                          f"(min {int(idx.min())}, max {int(idx.max())})")
@@ -121,6 +129,9 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
     t2i ("image retrieval"): for each caption, is one of its images in the top K of the N images?
     i2t ("text retrieval"): for each image, is any of its captions in the top K of the M captions?
     """
+    check_widths(text_embeds, image_embeds, "text_embeds", "image_embeds")
+    if isinstance(ks, (str, int)) or len(ks) == 0:
+        raise ValueError(f"ks must be a non-empty list of K values, got {ks!r}")
     scores = similarity(text_embeds, image_embeds)                      # (M, N)
     m, n = scores.shape
     if positives is None:

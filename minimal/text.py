@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
-from .weights import load_state_dict_strict
+from .weights import check_int, check_real, load_state_dict_strict
 
 
 @dataclass
@@ -44,15 +44,18 @@ class TextConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "width", "layers", "heads", "mlp_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TextConfig.{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"TextConfig.{name}")
+        check_real(self.eps, "TextConfig.eps", low=0, low_open=True)
         if self.width % self.heads:
             raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
         if self.pool not in ("eos_id", "argmax"):
             raise ValueError(f"TextConfig.pool must be 'eos_id' or 'argmax', got {self.pool!r}")
+        for name in ("eos_token_id", "pad_token_id"):
+            check_int(getattr(self, name), f"TextConfig.{name}", minimum=0)
         if self.pool == "eos_id" and not 0 <= self.eos_token_id < self.vocab_size:
             raise ValueError(f"eos_token_id={self.eos_token_id} is outside the vocabulary (size {self.vocab_size})")
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
         get_activation(self.act)
 
     def to_dict(self) -> dict:
@@ -66,7 +69,8 @@ class TextConfig:
         return cls(vocab_size=c["vocab_size"], context_length=c["max_position_embeddings"], width=c["hidden_size"],
                    layers=c["num_hidden_layers"], heads=c["num_attention_heads"], mlp_hidden=c["intermediate_size"],
                    act=c.get("hidden_act", "quick_gelu"), eps=c.get("layer_norm_eps", 1e-5), eos_token_id=eos,
-                   pad_token_id=c.get("pad_token_id", 1), pool="argmax" if eos == 2 else "eos_id")
+                   pad_token_id=1 if c.get("pad_token_id") is None else c["pad_token_id"],
+                   pool="argmax" if eos == 2 else "eos_id")
 
 
 @dataclass

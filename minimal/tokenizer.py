@@ -11,7 +11,8 @@ UTF-8 bytes (<0xEB><0xB9><0xA8>, from 256 byte tokens in the vocabulary) — the
 
 Every caption becomes ``[<bos>, tokens..., <eos>, <pad>, <pad>, ...]`` of length `context_length`; the text tower
 reads its summary at <eos>. **Too-long captions are truncated, keeping <eos> last, with a warning** (the model
-itself refuses over-long input). Empty captions are a ValueError.
+itself refuses over-long input). Empty captions are a ValueError; so is anything that is not text (None, bytes, a
+set, a nested list) and, in `decode`, an id outside the vocabulary — each error names the argument.
 
 `Tokenizer.from_hf_clip(hf_tokenizer)` wraps OpenAI CLIP's tokenizer behind the same interface for real weights.
 """
@@ -19,12 +20,14 @@ itself refuses over-long input). Empty captions are a ValueError.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import random
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
@@ -66,15 +69,23 @@ class Tokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 1000, context_length: int = 32,
               min_frequency: int = 2) -> Tokenizer:
-        """Train a BPE tokenizer on `texts` (e.g. English + Korean captions).
+        """Train a BPE tokenizer on `texts` (e.g. English + Korean captions): a list (or any ordered iterable) of
+        str; a single str counts as one text, not as a list of characters.
 
         The vocabulary holds the 4 special tokens, the starting alphabet (ASCII letters, digits, punctuation and
         every character seen), the learned merges, and 256 byte-fallback tokens — `vocab_size` entries in all, or
         fewer when the corpus runs out of pairs seen at least `min_frequency` times.
         """
-        texts = list(texts)
+        texts = _as_texts(texts, "texts", "Tokenizer.train")
         if not texts:
             raise ValueError("Tokenizer.train needs at least one text")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is a {type(t).__name__}, not a str: {t!r}")
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__} {vocab_size!r}")
+        if not isinstance(min_frequency, int) or isinstance(min_frequency, bool) or min_frequency < 0:
+            raise ValueError(f"min_frequency must be a non-negative int, got {min_frequency!r}")
         if vocab_size < len(SPECIAL_TOKENS) + len(_ASCII) + 1 + len(BYTE_TOKENS):
             raise ValueError(f"vocab_size={vocab_size} is too small: specials, the ASCII alphabet and 256 byte "
                              f"tokens alone need {len(SPECIAL_TOKENS) + len(_ASCII) + 1 + len(BYTE_TOKENS)}")
@@ -124,29 +135,31 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """One caption -> its token ids, without bos/eos/padding."""
+        _check_text(text)
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def tokens(self, text: str) -> list[str]:
         """The pieces a caption is cut into: "a red circle" -> ['▁a', '▁red', '▁circle']."""
+        _check_text(text)
         return self.backend.encode(text, add_special_tokens=False).tokens
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         """Captions -> LongTensor (B, context_length): ``[bos, ..., eos, pad, ...]``; a single str gives B = 1.
 
         Over-long captions are truncated to ``context_length - 2`` tokens with eos kept last, and a warning names
-        them. Empty (or whitespace-only) captions and non-strings are a ValueError.
+        them. Empty (or whitespace-only) captions and non-string captions are a ValueError; `texts` that is neither
+        a str nor an ordered collection of them (None, bytes, a set, a dict) is a TypeError.
         """
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = _as_texts(texts, "texts", "the tokenizer")
         L = self.context_length if context_length is None else context_length
         if not isinstance(L, int) or L < 3:
             raise ValueError(f"context_length must be an int >= 3, got {L!r}")
-        texts = list(texts)
         if not texts:
-            raise ValueError("no captions given (an empty list)")
+            raise ValueError("no captions given (an empty list): texts must hold at least one caption")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise ValueError(f"caption {i} is a {type(t).__name__}, not a str: {t!r}")
+                raise ValueError(f"caption {i} is a {type(t).__name__}, not a str: {t!r} (texts must be a str or "
+                                 f"a list of str)")
             if not t.strip():
                 raise ValueError(f"caption {i} is empty: {t!r}")
         encoded = [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
@@ -167,11 +180,26 @@ class Tokenizer:
         return out
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str | list[str]:
-        """Ids (a list, (T,) or (B, T) tensor) -> text (or a list of texts); stops at the first eos."""
-        if isinstance(ids, torch.Tensor):
+        """Ids (a list of ints, a (T,) or (B, T) integer tensor or array, or a list of lists) -> text (or a list of
+        texts); stops at the first eos. An id outside the vocabulary is a ValueError (not silently dropped)."""
+        if isinstance(ids, torch.Tensor | np.ndarray):
+            if ids.ndim not in (1, 2):
+                raise ValueError(f"ids must be (T,) for one text or (B, T) for several, got shape {tuple(ids.shape)}")
+            integer = (not ids.is_floating_point() and not ids.is_complex() and ids.dtype != torch.bool
+                       if isinstance(ids, torch.Tensor) else ids.dtype.kind in "iu")
+            if not integer:
+                raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}")
             ids = ids.tolist()
-        if ids and isinstance(ids[0], list):
+        if not isinstance(ids, list | tuple):
+            raise TypeError(f"ids must be a list of int token ids, a list of such lists, or a (T,) / (B, T) "
+                            f"tensor, got {type(ids).__name__}")
+        if ids and isinstance(ids[0], list | tuple):
             return [str(self.decode(row, skip_special_tokens)) for row in ids]
+        V = self.vocab_size
+        for i in ids:
+            if not isinstance(i, numbers.Integral) or isinstance(i, bool) or not 0 <= int(i) < V:
+                raise ValueError(f"ids must be ints in [0, {V}) (the vocabulary), got {i!r}")
+        ids = [int(i) for i in ids]
         if skip_special_tokens:  # stop at the first eos: what follows is padding
             specials = {self.bos_token_id, self.pad_token_id}
             ids = [i for i in ids[: ids.index(self.eos_token_id) if self.eos_token_id in ids else None]
@@ -210,8 +238,35 @@ class Tokenizer:
             raise ValueError(f"{path} is not a tokenizer JSON file: {e}") from e
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a minimal tokenizer file (format {FORMAT!r} expected)")
-        backend = HFTokenizer.from_str(json.dumps(doc["tokenizer"]))
+        missing = [k for k in ("kind", "context_length", "bos", "eos", "pad", "tokenizer") if k not in doc]
+        if missing:
+            raise ValueError(f"{path} is a damaged tokenizer file: no {', '.join(missing)}")
+        try:
+            backend = HFTokenizer.from_str(json.dumps(doc["tokenizer"]))
+        except Exception as e:  # tokenizers raises a bare Exception for a model it cannot parse
+            raise ValueError(f"{path} is a damaged tokenizer file: its \"tokenizer\" entry does not load ({e})") from e
         return cls(backend, doc["bos"], doc["eos"], doc["pad"], doc["context_length"], kind=doc["kind"])
+
+
+def _check_text(text: object) -> None:
+    if not isinstance(text, str):
+        hint = "; for several captions call the tokenizer on the list" if isinstance(text, list | tuple) else ""
+        raise TypeError(f"text must be a str (one caption), got {type(text).__name__}{hint}")
+
+
+def _as_texts(texts: object, name: str, who: str) -> list:
+    """`texts` as a list: a str becomes [str]; None, bytes, unordered collections and non-iterables are refused."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes | bytearray):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}: decode it first "
+                        f"(data.decode('utf-8'))")
+    if isinstance(texts, Set | Mapping):
+        raise TypeError(f"{name} must be ordered (a list or tuple of str), got a {type(texts).__name__}: "
+                        f"{who} would follow its arbitrary order")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
+    return list(texts)
 
 
 def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000,
@@ -223,6 +278,8 @@ def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000
     the default `vocab_size`: every English word and most Korean word forms become one token, while rarer
     particle combinations are split into stem + particle ("십자는" -> "▁십자" + "는"). Smaller vocabularies split
     more (chapter 03, exercise 2)."""
+    if not isinstance(n_scenes, int) or isinstance(n_scenes, bool) or n_scenes < 1:
+        raise ValueError(f"n_scenes must be a positive int, got {n_scenes!r}")
     rng = random.Random(seed)
     texts = []
     for _ in range(n_scenes):

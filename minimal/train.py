@@ -25,7 +25,6 @@ What the loop does for you, and why:
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import random
@@ -36,15 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from tqdm.auto import tqdm
 
 from . import env
-from .weights import check_state_dict, load_safetensors, save_safetensors
+from .weights import check_int, check_real, check_state_dict, load_safetensors, save_safetensors
 
 CKPT_NAME = "train_state.safetensors"
+_TRAIN_STATE_FIELDS = {"step": int, "history": list, "param_groups": list, "optim_state": dict, "rng": dict}
 
 
 # ---- schedule ---------------------------------------------------------------------------------------------------
@@ -191,21 +190,54 @@ def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch
 
 def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
                      ) -> tuple[int, list[float]]:
-    """Restore model (strictly: every trainable key, right shapes), optimizer and RNGs; return (step, history)."""
+    """Restore model (strictly: every trainable key, right shapes and dtypes, finite values), optimizer and RNGs;
+    return (step, history). Not a train state, or a corrupt one: a ValueError naming the file and the fault."""
+    tensors, cfg = _read_train_state(Path(path))
+    return _restore(Path(path), tensors, cfg, model, optimizer)
+
+
+def _read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a train state written by `save_train_state`, checked before anything is restored."""
     tensors, cfg = load_safetensors(path)
+    missing = [k for k in _TRAIN_STATE_FIELDS if k not in cfg]
+    if missing:
+        raise ValueError(f"{path} is not a train state written by train()/save_train_state: its metadata lacks "
+                         f"{missing} (it holds {sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__})")
+    wrong = [f"{k!r} is a {type(cfg[k]).__name__}, expected {t.__name__}" for k, t in _TRAIN_STATE_FIELDS.items()
+             if not isinstance(cfg[k], t) or isinstance(cfg[k], bool)]
+    step, history = cfg["step"], cfg["history"]
+    wrong = wrong or [fault for bad, fault in (
+        (step < 0, f"'step' is {step}, expected ≥ 0"),
+        (len(history) != step, f"'history' holds {len(history)} losses for step {step}"),
+        (not all(isinstance(h, (int, float)) for h in history), "'history' holds values that are not numbers"),
+        (not {"python", "numpy"} <= set(cfg["rng"]), "'rng' lacks the python/numpy states")) if bad]
+    wrong += [f"tensor {k!r} is missing" for k in ("rng.torch", "rng.numpy") if k not in tensors]
+    wrong += [f"optimizer tensor {k!r} holds NaN or inf" for k, v in tensors.items()
+              if k.startswith("optim.") and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if wrong:
+        raise ValueError(f"{path} is a corrupt train state: " + "; ".join(wrong))
+    return tensors, cfg
+
+
+def _restore(path: Path, tensors: dict[str, torch.Tensor], cfg: dict, model: nn.Module,
+             optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Put a checked train state (`_read_train_state`) into model, optimizer and the RNGs."""
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    check_state_dict(_trainable_state(model), model_sd, what=f"{type(model).__name__} (trainable part)")
-    model.load_state_dict(model_sd, strict=False)
-    state: dict[int, dict[str, Any]] = {}
-    for idx, scalars in cfg["optim_state"].items():
-        state[int(idx)] = dict(scalars)
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": cfg["param_groups"]})
-    _set_rng_state(tensors, cfg["rng"])
-    return int(cfg["step"]), list(cfg["history"])
+    check_state_dict(_trainable_state(model), model_sd, what=f"{type(model).__name__} (trainable part, from {path})")
+    sizes = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in cfg["param_groups"]]
+    if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+        raise ValueError(f"{path}: its optimizer state has parameter groups of sizes {sizes}, this optimizer "
+                         f"{[len(g['params']) for g in optimizer.param_groups]}: another model or trainable set?")
+    try:
+        state: dict[int, dict[str, Any]] = {int(idx): dict(scalars) for idx, scalars in cfg["optim_state"].items()}
+        for k, v in ((k, v) for k, v in tensors.items() if k.startswith("optim.")):
+            state.setdefault(int(k.split(".", 2)[1]), {})[k.split(".", 2)[2]] = v
+        model.load_state_dict(model_sd, strict=False)
+        optimizer.load_state_dict({"state": state, "param_groups": cfg["param_groups"]})
+        _set_rng_state(tensors, cfg["rng"])
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        raise ValueError(f"{path}: the optimizer or RNG state does not load ({type(e).__name__}: {e})") from e
+    return cfg["step"], list(cfg["history"])
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
@@ -257,7 +289,7 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
     Raises:
         FloatingPointError when the loss becomes NaN/inf (with the step), ValueError on bad arguments.
     """
-    _check_schedule(steps, warmup, ckpt_every, resume, ckpt_dir)
+    _check_args(steps, warmup, ckpt_every, resume, ckpt_dir, lr, weight_decay, min_lr_ratio, grad_clip)
     device = _setup_distributed(torch.device(device) if device is not None else None)
     device = device if device is not None else env.pick_device(verbose=False)
     rank, world_size = world()
@@ -317,9 +349,14 @@ def _wrap(model: nn.Module, device: torch.device, world_size: int, compile: bool
     return net
 
 
-def _check_schedule(steps: int, warmup: int, ckpt_every: int, resume: bool, ckpt_dir: object) -> None:
-    if steps < 0 or warmup < 0 or ckpt_every < 0:
-        raise ValueError(f"steps, warmup and ckpt_every must be ≥ 0, got {steps}, {warmup}, {ckpt_every}")
+def _check_args(steps: int, warmup: int, ckpt_every: int, resume: bool, ckpt_dir: object, lr: float,
+                weight_decay: float, min_lr_ratio: float, grad_clip: float | None) -> None:
+    """A ValueError naming the argument, what was expected and what came, before any step runs."""
+    for name, value in (("steps", steps), ("warmup", warmup), ("ckpt_every", ckpt_every)):
+        check_int(value, name, minimum=0)
+    for name, number in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip or 0)):
+        check_real(number, name, low=0)                                # (betas: AdamW checks them)
+    check_real(min_lr_ratio, "min_lr_ratio", low=0, high=1)
     if (ckpt_every or resume) and ckpt_dir is None:
         raise ValueError("ckpt_every/resume need a ckpt_dir")
 
@@ -329,11 +366,11 @@ def _resume(ckpt_path: Path | None, source: _BatchSource, model: nn.Module, opti
     """(step, history) to continue from: the checkpoint's, with the data replayed up to it, or (0, []) if none."""
     if ckpt_path is None or not ckpt_path.exists():
         return 0, []
-    source.skip_to(_peek_step(ckpt_path))  # replay the data first: the RNG state is restored after it
-    start, history = load_train_state(ckpt_path, model, optimizer)
-    if start > steps:
-        raise ValueError(f"checkpoint {ckpt_path} is at step {start}, beyond steps={steps}")
-    return start, history
+    tensors, cfg = _read_train_state(ckpt_path)   # checked before anything is replayed or restored
+    if cfg["step"] > steps:
+        raise ValueError(f"checkpoint {ckpt_path} is at step {cfg['step']}, beyond steps={steps}")
+    source.skip_to(cfg["step"])  # replay the data first: the RNG state is restored after it
+    return _restore(ckpt_path, tensors, cfg, model, optimizer)
 
 
 def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
@@ -361,9 +398,3 @@ def _mean_over_processes(loss: torch.Tensor, world_size: int) -> float:
         dist.all_reduce(value)
         value /= world_size
     return value.item()
-
-
-def _peek_step(path: Path) -> int:
-    """The step stored in a training checkpoint, without loading its tensors."""
-    with safe_open(str(path), framework="pt") as f:
-        return int(json.loads((f.metadata() or {})["config"])["step"])

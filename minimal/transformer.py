@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .weights import check_int, check_real
+
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """OpenAI CLIP's activation: ``x * sigmoid(1.702 x)``, a cheap sigmoid approximation of GELU.
@@ -47,7 +49,7 @@ ACTIVATIONS = {
 
 def get_activation(name: str):
     """Look up an activation by its HF name; unknown names are a ValueError listing the known ones."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
@@ -140,8 +142,8 @@ class Transformer(nn.Module):
                  eps: float = 1e-5):
         super().__init__()
         for name, value in (("width", width), ("layers", layers), ("heads", heads), ("mlp_hidden", mlp_hidden)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(value, name)
+        check_real(eps, "eps (LayerNorm epsilon)", low=0, low_open=True)
         self.width = width
         self.blocks = nn.ModuleList([Block(width, heads, mlp_hidden, act, eps) for _ in range(layers)])
 

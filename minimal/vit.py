@@ -7,8 +7,8 @@ added, and the sequence goes through the same pre-LN transformer as text. The [C
 
 Input: float pixels (B, C, S, S), normalised (`images.normalize`). PIL images of any mode (L, RGBA, P, ...) are made
 RGB by `images.to_tensor` (via `images.to_rgb`: transparency composited on white) — the model itself only checks and
-refuses, with a ValueError naming the value: non-float (uint8/int) pixels, a wrong channel count, a size not
-divisible by the patch size or not the configured size.
+refuses, with a ValueError naming the value: non-float (uint8/int) pixels, NaN or inf pixels, a wrong channel
+count, a size not divisible by the patch size or not the configured size.
 
 Layout and semantics follow Hugging Face's `CLIPVisionModel`, so its weights load by renaming
 (`VisionTransformer.from_hf_state_dict`): norm before the transformer (`pre_layernorm`, HF's `pre_layrnorm`),
@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
-from .weights import load_state_dict_strict
+from .weights import check_finite, check_int, check_real, load_state_dict_strict
 
 
 @dataclass
@@ -43,9 +43,8 @@ class ViTConfig:
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "channels", "width", "layers", "heads", "mlp_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"ViTConfig.{name}")
+        check_real(self.eps, "ViTConfig.eps", low=0, low_open=True)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
         if self.width % self.heads:
@@ -162,6 +161,7 @@ class VisionTransformer(HFTower, nn.Module):
         if (H, W) != (cfg.image_size, cfg.image_size):
             raise ValueError(f"image size {H}x{W} does not match the model's {cfg.image_size}x{cfg.image_size} "
                              f"(its position embeddings are learned for that grid)")
+        check_finite(pixels, "pixels", row="image")
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, C, S, S) -> token embeddings (B, 1+N, D): [CLS] + patch embeddings + positions (pre-norm)."""

@@ -9,18 +9,30 @@ Two rules, both learned the hard way in other codebases:
 
 Every shipped checkpoint lives in `CHECKPOINT_DIR` (data/checkpoints/) with a JSON *card* next to it (same stem,
 .json): the command that made it, the machine, the date and its figures. `save_with_card` writes both, each
-atomically (a temporary file in the same folder, then `os.replace`), so an interrupted run leaves the previous
-checkpoint and card intact; `read_card` reads a card back.
+atomically (in full to a temporary folder next to it, then `os.replace`), so an interrupted run — even one killed
+by SIGKILL — leaves the previous checkpoint and card intact; `read_card` reads a card back.
+
+Loading also refuses numbers no trained model holds: NaN or inf in a tensor, and integer tensors where the model
+has floats (or the reverse). `check_int`, `check_real`, `check_floating` and `check_finite` are the checks every
+config and numeric door of the package uses, so each bad number meets one kind of message: which argument, what
+was expected, what came.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import numbers
 import os
+import re
+import shutil
+import socket
 import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,25 +52,93 @@ def _fmt(keys: list[str]) -> str:
     return shown + (f", ... (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
+# ---- checks of numbers: config fields, arguments and tensors ------------------------------------------------------
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """`value` if it is an int (not a bool, not a string of digits) ≥ `minimum`; else a ValueError naming `name`,
+    what was expected and what came."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive int" if minimum == 1 else f"an int ≥ {minimum}"
+        raise ValueError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_real(value: Any, name: str, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """`value` if it is a finite real number (int or float, not a bool or a string) inside the given bounds (closed
+    unless `low_open` / `high_open`); else a ValueError naming `name`, the expected range and what came."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        bounds = [f"{'>' if low_open else '≥'} {low:g}" if low is not None else "",
+                  f"{'<' if high_open else '≤'} {high:g}" if high is not None else ""]
+        expected = "a finite number" + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_floating(x: Any, name: str) -> None:
+    """A ValueError naming `name` unless `x` is a tensor of floats (integer or bool tensors are refused)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a float torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor, got dtype {x.dtype}")
+
+
+def can_read_back(x: torch.Tensor) -> bool:
+    """Whether reading a value back is allowed here: not inside torch.compile (it would split the graph) and not
+    while a CUDA graph is being captured (reading back is not allowed at all)."""
+    return not torch.compiler.is_compiling() and not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+def check_finite(x: torch.Tensor, name: str, row: str = "row") -> None:
+    """A ValueError naming `name` and how many of its rows (entries along dim 0, called `row`) hold NaN or inf.
+
+    One `isfinite(x).all()` (a single read-back) when all is well; the rows are counted only on failure. Skipped
+    inside torch.compile and CUDA graph capture. Non-float tensors are always finite.
+    """
+    if not (x.is_floating_point() or x.is_complex()) or not can_read_back(x) or bool(torch.isfinite(x).all()):
+        return
+    if x.dim() == 0:
+        raise ValueError(f"{name} is {x.item()}; expected a finite number")
+    bad = (~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)).nonzero().flatten()
+    rows = row[:-1] + "ies" if row.endswith("y") else row + "s"
+    raise ValueError(f"{name} contains NaN or inf values in {len(bad)} of {x.shape[0]} {rows} (first: {row} "
+                     f"{int(bad[0])}); check the inputs, the weights and the learning rate")
+
+
+def _dtype_kind(t: torch.Tensor) -> str:
+    return ("bool" if t.dtype == torch.bool else "complex" if t.is_complex() else
+            "float" if t.is_floating_point() else "integer")
+
+
 def check_state_dict(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
                      what: str = "model") -> None:
-    """Raise ValueError unless `given` has exactly the keys of `expected`, each with the same shape.
+    """Raise ValueError unless `given` has exactly the keys of `expected`, each with the same shape, a dtype of the
+    same kind (floats for floats — any precision — integers for integers) and, for floats, finite values only.
 
     The message lists missing keys (the model needs them, the dict lacks them), unexpected keys (the dict has
-    them, the model has no place for them) and mis-shaped keys (``name: dict (a, b) vs model (c, d)``).
+    them, the model has no place for them), mis-shaped keys (``name: dict (a, b) vs model (c, d)``), keys of the
+    wrong dtype kind (an int64 tensor where the model has float weights) and keys holding NaN or inf.
     """
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
+    common = sorted(set(expected) & set(given))
     misshaped = [f"{k}: given {tuple(given[k].shape)} vs {what} {tuple(expected[k].shape)}"
-                 for k in sorted(set(expected) & set(given))
-                 if tuple(given[k].shape) != tuple(expected[k].shape)]
+                 for k in common if tuple(given[k].shape) != tuple(expected[k].shape)]
+    wrong_dtype = [f"{k}: given {given[k].dtype} vs {what} {expected[k].dtype}"
+                   for k in common if _dtype_kind(given[k]) != _dtype_kind(expected[k])]
+    non_finite = [f"{k}: {n} of {given[k].numel()} values" for k in sorted(given)
+                  if (given[k].is_floating_point() or given[k].is_complex())
+                  and (n := int((~torch.isfinite(given[k])).sum()))]
     problems = []
-    if missing:
-        problems.append(f"  missing ({len(missing)}): {_fmt(missing)}")
-    if unexpected:
-        problems.append(f"  unexpected ({len(unexpected)}): {_fmt(unexpected)}")
-    if misshaped:
-        problems.append(f"  mis-shaped ({len(misshaped)}): {_fmt(misshaped)}")
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped),
+                        ("wrong dtype", wrong_dtype), ("NaN or inf", non_finite)):
+        if keys:
+            problems.append(f"  {label} ({len(keys)}): {_fmt(keys)}")
     if problems:
         raise ValueError(f"state dict does not fit {what}:\n" + "\n".join(problems))
 
@@ -77,11 +157,14 @@ def load_state_dict_strict(module: M, state_dict: Mapping[str, torch.Tensor], wh
     return module
 
 
-def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict | None = None) -> Path:
+def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict | None = None,
+                     card: dict | None = None) -> Path:
     """Write `tensors` (name -> tensor) and a JSON-able `config` dict into one safetensors file.
 
     Tensors are detached, moved to CPU and made contiguous; tensors sharing memory (tied weights) are stored as
     separate copies. The config lives in the file's metadata under the key "config". Returns the path.
+    `card`: also write this card next to it (`save_with_card`): both files are written in full to temporary
+    names first, and only then renamed, card first — never a new card for a half-written checkpoint.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -101,6 +184,8 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
         out[k] = v
     with atomic_path(path) as tmp:
         save_file(out, str(tmp), metadata={"format": "pt", "config": config_json})
+        if card is not None:   # the card's temporary file too, so the two renames follow each other at once
+            write_json(card_path(path), {**card, "file_bytes": tmp.stat().st_size})
     return path
 
 
@@ -151,26 +236,58 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
     return tensors, config
 
 
+_TMP_TAG = re.compile(r"(\d+)@([0-9a-f]{8})\.[^.]+\.tmp")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary folders of earlier writes of `path` whose process died before renaming (a run killed
+    while saving). Only those of this machine whose process no longer exists are touched (POSIX only)."""
+    if os.name != "posix":
+        return
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        m = _TMP_TAG.fullmatch(tmp.name[len(prefix):])
+        if m is None or m.group(2) != _host_tag():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass
+
+
 class atomic_path:
     """``with atomic_path(path) as tmp:`` write to `tmp`; on success it replaces `path` in one step (os.replace),
-    on failure it is removed. Readers see the old file or the new one, never half of one."""
+    on failure it is removed. Readers see the old file or the new one, never half of one.
+
+    `tmp` has the name of `path`, inside a private temporary folder next to it
+    (``.<name>.<pid>@<host>.<random>.tmp/``), so whatever temporary files the writer itself makes (safetensors
+    writes through one) stay inside it too. A process killed while writing cannot remove that folder; the next
+    write of the same path does (its process is gone)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
+        _remove_stale_temporaries(self.path)
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
+                                            dir=self.path.parent))
+        self.tmp = self.folder / self.path.name
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if exc_type is None:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -187,18 +304,28 @@ def card_path(checkpoint: str | os.PathLike) -> Path:
 
 def save_with_card(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict | None,
                    card: dict) -> Path:
-    """Write a checkpoint (`save_safetensors`) and then its card (with `file_bytes` added), each atomically."""
-    path = save_safetensors(path, tensors, config)
-    write_json(card_path(path), {**card, "file_bytes": path.stat().st_size})
-    return path
+    """Write a checkpoint (`save_safetensors`) and its card (with `file_bytes` added): both in full to temporary
+    files first, then renamed one right after the other, so an interrupted run leaves the previous pair intact."""
+    return save_safetensors(path, tensors, config, card=card)
 
 
 def read_card(checkpoint: str | os.PathLike) -> dict:
-    """The JSON card next to a checkpoint (a clear error if there is none)."""
+    """The JSON card next to a checkpoint (a clear error if there is none, if it is not a JSON object, or if its
+    `file_bytes` does not match the checkpoint next to it)."""
     path = card_path(checkpoint)
     if not path.is_file():
         raise ValueError(f"no card next to {checkpoint}: expected {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"the card {path} is not valid JSON: {e}") from e
+    if not isinstance(card, dict):
+        raise ValueError(f"the card {path} must hold a JSON object, got a {type(card).__name__}")
+    size = Path(checkpoint).stat().st_size if Path(checkpoint).is_file() else None
+    if "file_bytes" in card and size is not None and card["file_bytes"] != size:
+        raise ValueError(f"the card {path} describes a {card['file_bytes']}-byte checkpoint, but {checkpoint} "
+                         f"has {size} bytes: they do not belong together (replaced or interrupted save?)")
+    return card
 
 
 def read_checkpoint(path: str | os.PathLike, key: str, what: str, train_command: str
@@ -219,7 +346,13 @@ def load_module(path: str | os.PathLike, cls: Callable[..., M], cfg_cls: Callabl
     """Build `cls(cfg_cls(**config))` from a checkpoint written with `module_config(module)` and load its weights
     strictly; eval mode. `train_command` goes into the error when the file is missing."""
     tensors, config = read_checkpoint(path, "config", what, train_command)
-    module = cls(cfg_cls(**config))
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the {what} config must be a JSON object, got a {type(config).__name__}")
+    try:
+        cfg = cfg_cls(**config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} does not hold a {what} config: {e}") from e
+    module = cls(cfg)
     load_state_dict_strict(module, tensors, what)
     return module.eval()
 

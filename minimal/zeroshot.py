@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .images import normalize
 from .shapes import COLOURS, POSITIONS, SHAPES, SIZES, ZERO_SHOT_TASKS, Obj, zero_shot_set
 from .shapes.language import count_phrase, fix_articles, indefinite, noun_phrase
+from .weights import check_finite, check_int, check_real
 
 EncodeText = Callable[[list[str]], torch.Tensor]
 EncodeImage = Callable[[torch.Tensor], torch.Tensor]
@@ -91,9 +92,13 @@ def _check_labels(labels: Sequence[str]) -> None:
         raise ValueError(f"labels must be a list of class names, not one string ({labels!r})")
     if len(labels) == 0:
         raise ValueError("the label list is empty: zero-shot classification needs at least one class name")
-    duplicates = sorted(k for k, n in Counter(labels).items() if n > 1)
+    if not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"labels must be strings, got {[type(x).__name__ for x in labels if not isinstance(x, str)]}")
+    # "Red" and "red " are one class to a reader: two labels that differ only in case or spaces are duplicates too
+    seen = Counter(" ".join(label.casefold().split()) for label in labels)
+    duplicates = sorted(label for label in labels if seen[" ".join(label.casefold().split())] > 1)
     if duplicates:
-        raise ValueError(f"duplicate labels {duplicates}: each class must be named once")
+        raise ValueError(f"duplicate labels {duplicates} (case and spaces ignored): each class must be named once")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,6 +157,7 @@ def encoders(model: Any, tokenizer: Callable, *, image_transform: Callable | Non
       tokenizer (returns "input_ids" and "attention_mask"). Any pairing works, e.g. a HF model with our ids.
     context_length: for our tokenizer; default: our model's `cfg.text.context_length` (else the tokenizer's).
     """
+    check_int(batch_size, "batch_size")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ours = hasattr(model, "encode_text") and hasattr(model, "encode_image")
     if context_length is None and ours and hasattr(model, "cfg"):   # our CLIP: use its whole text window
@@ -178,6 +184,10 @@ def encoders(model: Any, tokenizer: Callable, *, image_transform: Callable | Non
     def encode_text(texts: list[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
+        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"encode_text takes a list of strings, got {type(texts).__name__}"
+                            + (f" holding {sorted({type(t).__name__ for t in texts})}"
+                               if isinstance(texts, list | tuple) else ""))
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start:start + batch_size])
@@ -199,17 +209,23 @@ def encoders(model: Any, tokenizer: Callable, *, image_transform: Callable | Non
     return encode_image, encode_text
 
 
-def embed(encode: Callable, inputs) -> torch.Tensor:
-    """L2-normalised embeddings (N, E) of `inputs` (pixels (N,3,H,W) or N strings) through `encode`."""
+def embed(encode: Callable, inputs, what: str = "embeddings") -> torch.Tensor:
+    """L2-normalised embeddings (N, E) of `inputs` (pixels (N,3,H,W) or N strings) through `encode`; a ValueError
+    (naming `what` and its bad rows) if the encoder returns NaN or inf."""
     out = encode(inputs)
-    check_embeddings(out, "embeddings")
+    check_embeddings(out, what)
     return F.normalize(out.float(), dim=-1)
 
 
 def check_embeddings(x: torch.Tensor, what: str) -> None:
+    """A ValueError naming `what` unless `x` is a 2-D (N, E) float tensor of finite numbers (the message counts the
+    rows holding NaN or inf: such a row would otherwise get a prediction, or a perfect recall)."""
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"{what} must be a 2-D tensor (N, E), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be float embeddings, got dtype {x.dtype}")
+    check_finite(x, what)
 
 
 def check_widths(a: torch.Tensor, b: torch.Tensor, what_a: str, what_b: str) -> None:
@@ -234,7 +250,7 @@ def classifier_weights(encode_text: EncodeText, labels: Sequence[str],
     `prompt_texts` (templates, a `Prompts`, or written-out prompts per label)."""
     texts = prompt_texts(labels, prompts)
     counts = [len(group) for group in texts]
-    emb = embed(encode_text, [t for group in texts for t in group])       # (sum of counts, E)
+    emb = embed(encode_text, [t for group in texts for t in group], "text embeddings of the prompts")
     if emb.shape[0] != sum(counts):
         raise ValueError(f"encode_text returned {emb.shape[0]} rows for {sum(counts)} prompts")
     weights = torch.stack([group.mean(dim=0) for group in emb.split(counts)])   # (C, E)
@@ -242,9 +258,12 @@ def classifier_weights(encode_text: EncodeText, labels: Sequence[str],
 
 
 def zero_shot_logits(image_embeds: torch.Tensor, weights: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
-    """(N, C) scaled cosine similarities of images (N, E) to the classifier `weights` (E, C)."""
-    check_embeddings(weights, "classifier weights")
-    check_widths(image_embeds, weights.T, "image embeddings", "classifier weights")
+    """(N, C) scaled cosine similarities of images (N, E) to the classifier `weights` (E, C); `scale` > 0."""
+    check_real(scale, "scale", low=0, low_open=True)
+    if not isinstance(weights, torch.Tensor) or weights.ndim != 2:
+        raise ValueError(f"classifier weights must be an (E, C) tensor, got "
+                         f"{tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__}")
+    check_widths(image_embeds, weights.T, "image embeddings", "classifier weights")   # (rows of weights.T: classes)
     return scale * F.normalize(image_embeds.float(), dim=-1) @ weights.float()
 
 
@@ -254,7 +273,11 @@ def predict(image_embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of equal entries of two (N,) tensors."""
+    """Fraction of equal entries of two (N,) tensors (NaN or inf in either is a ValueError, not a wrong answer)."""
+    for name, x in (("predictions", predictions), ("targets", targets)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
+        check_finite(x, name, row="entry")
     if predictions.shape != targets.shape or predictions.numel() == 0:
         raise ValueError(f"need two non-empty tensors of one shape, got {tuple(predictions.shape)} and "
                          f"{tuple(targets.shape)}")
@@ -268,6 +291,8 @@ class ZeroShotClassifier:
     """
 
     def __init__(self, encode_image: EncodeImage, weights: torch.Tensor, labels: Sequence[str]):
+        if not isinstance(weights, torch.Tensor):
+            raise ValueError(f"classifier weights must be an (E, C) tensor, got {type(weights).__name__}")
         check_embeddings(weights.T, "classifier weights")
         if weights.shape[1] != len(labels):
             raise ValueError(f"{weights.shape[1]} classes in the weights but {len(labels)} labels")
@@ -279,7 +304,7 @@ class ZeroShotClassifier:
         return cls(encode_image, classifier_weights(encode_text, labels, prompts), labels)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return predict(embed(self.encode_image, pixels), self.weights)
+        return predict(embed(self.encode_image, pixels, "image embeddings"), self.weights)
 
     def names(self, pixels: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in self(pixels).tolist()]
@@ -301,6 +326,7 @@ def task_accuracy(model: torch.nn.Module, tokenizer: Callable, task: str, n: int
                   split: str = "any", style: str = "world") -> float:
     """Zero-shot accuracy on `n` fresh images of a task (world seed `seed`, `split`); the model is put in eval
     mode for the measurement and restored after."""
+    check_int(n, "n")
     was_training = model.training
     model.eval()
     try:

@@ -48,9 +48,9 @@ def good_image() -> Image.Image:
 
 
 @pytest.mark.parametrize("bad_line, extra_images, message", [
-    ('{"file_name": "missing.png", "text": "a cat"}', {}, r"missing\.png.*not found"),
+    ('{"file_name": "missing.png", "text": "a cat"}', {}, r"missing\.png.*not a readable image inside the folder"),
     ('{"file_name": "broken.png", "text": "a cat"}', {"broken.png": b"this is not a png"},
-     r"broken\.png.*cannot be read"),
+     r"broken\.png.*not a readable image inside the folder"),
     ('{"file_name": "b.png"}', {"b.png": None}, r"b\.png.*no caption"),
     ('{"file_name": "b.png", "text": "   "}', {"b.png": None}, r"b\.png.*empty caption"),
     ('{"file_name": "b.png", "captions": ["ok", ""]}', {"b.png": None}, r"b\.png.*empty caption"),

@@ -63,7 +63,7 @@ class CharTokenizer:
         text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
         return text + ("<assistant>" if add_generation_prompt else "")
 
-    def __call__(self, text, return_tensors=None):
+    def __call__(self, text, return_tensors=None, **kwargs):   # add_/split_special_tokens: it has none
         ids = [2 + ord(c) % 250 for c in text]
         if return_tensors == "pt":
             return transformers.BatchEncoding({"input_ids": torch.tensor([ids]),

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from ..images import collate
+from ..weights import atomic_path
 from .captions import captions
 from .questions import questions
 from .render import check_canvas, render, render_batch
-from .world import Scene, sample_scene
+from .world import SPLITS, Scene, sample_scene
+
+_NUMBERED = re.compile(rb"shapes_(\d+)\.png")   # the names export_folder writes
 
 
 class _ShapesBase(Dataset):
@@ -75,22 +79,40 @@ class ShapesQA(_ShapesBase):
         return {"image": image, "question": qa.question, "answer": qa.answer, "kind": qa.kind, "scene": scene}
 
 
-
 def export_folder(root: str | Path, n: int, seed: int = 0, split: str = "train", size: int = 64) -> Path:
     """Write n Shapes scenes as an image-caption folder: shapes_000.png... and metadata.jsonl with lines
     {"file_name", "text", "text_ko"} holding the complete English and Korean captions (every attribute of every
     object) — the layout `ImageCaptionFolder` reads and the HF hub's `imagefolder` loader understands (extra
-    columns such as text_ko become extra features). Appends to an existing metadata.jsonl."""
+    columns such as text_ko become extra features).
+
+    A folder that already holds files is added to, never overwritten: an existing metadata.jsonl keeps its lines
+    and the new ones follow them, and the numbering continues after the highest shapes_NNN.png found on disk or
+    named in metadata.jsonl (a second call writes shapes_007.png... after shapes_006.png), so every caption keeps
+    describing its own picture. The same seed draws the same scenes again: pass another seed for new ones.
+    metadata.jsonl is replaced in one step (a temporary file, then os.replace) after every image is written, so an
+    interrupted export leaves the old metadata intact (and its stray images are numbered past next time)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_canvas(size)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    meta = root / "metadata.jsonl"
+    old = meta.read_bytes() if meta.is_file() else b""
+    taken = [int(m) for m in _NUMBERED.findall(old)]
+    taken += [int(m.group(1)) for p in root.iterdir() if (m := _NUMBERED.fullmatch(p.name.encode()))]
+    start = max(taken, default=-1) + 1
     rng = random.Random(seed)
     lines = []
-    for i in range(n):
+    for i in range(start, start + n):
         scene = sample_scene(rng, None, split)
         name = f"shapes_{i:03d}.png"
         render(scene, size, rng).save(root / name, optimize=True)
         lines.append(json.dumps({"file_name": name, "text": captions(scene, "en")[0],
                                  "text_ko": captions(scene, "ko")[0]}, ensure_ascii=False))
-    with open(root / "metadata.jsonl", "a", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
+    if old and not old.endswith(b"\n"):
+        old += b"\n"                        # the last old line had no line end: do not glue a new line onto it
+    with atomic_path(meta) as tmp:
+        tmp.write_bytes(old + "".join(line + "\n" for line in lines).encode("utf-8"))
     return root

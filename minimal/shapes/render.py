@@ -36,6 +36,7 @@ BACKGROUND = 235           # light grey; each image shifts it by up to +-8 level
 NOISE_STD = 4.0            # mild per-pixel Gaussian noise (levels of 255)
 SIZE_FRACTION = {"large": 1.0, "small": 0.7}   # of the cell width: 10 and 7 px at 32, 20 and 14 at 64 (measured)
 
+
 def check_canvas(size: int) -> None:
     """Raise a clear ValueError unless `size` is a canvas size the renderer draws (an int in 16..512 px)."""
     _grid(size)
@@ -123,6 +124,11 @@ def _as_rng(rng_or_seed: int | str | random.Random) -> random.Random:
     raise TypeError(f"rng_or_seed must be an int, a str or a random.Random, got {type(rng_or_seed).__name__}")
 
 
+def _check_scene(scene: object, name: str = "scene") -> None:
+    if not isinstance(scene, Scene):
+        raise TypeError(f"{name} must be a shapes.Scene (e.g. from sample_scene), got {type(scene).__name__}")
+
+
 def _draw(scene: Scene, size: int, rng: random.Random) -> np.ndarray:
     """The renderer proper: (size, size, 3) uint8. Draws from `rng` in a fixed order: background, jitter, noise."""
     margin, cell, gutter = _grid(size)
@@ -148,6 +154,7 @@ def render(scene: Scene, size: int = 32, rng_or_seed: int | str | random.Random 
     rng_or_seed: an int (or str) seeds the background shade, the jitter of small objects and the noise crop; a
     random.Random is consumed instead, so successive calls with one generator give different images.
     """
+    _check_scene(scene)
     return Image.fromarray(_draw(scene, size, _as_rng(rng_or_seed)))   # (H, W, 3) uint8 -> RGB
 
 
@@ -158,6 +165,12 @@ def render_batch(scenes: Sequence[Scene], size: int = 32, rng_or_seed: int | str
     One generator is consumed in order: image i equals `render(scenes[i], size, rng)` after i earlier calls with
     the same rng. Skipping PIL makes this ~1.5x faster than calling `render` + `to_tensor` per image.
     """
+    if isinstance(scenes, Scene) or not isinstance(scenes, Sequence) or isinstance(scenes, str):
+        hint = " (one scene? pass [scene])" if isinstance(scenes, Scene) else ""
+        raise TypeError(f"scenes must be a list or tuple of shapes.Scene, got {type(scenes).__name__}{hint}")
+    for i, scene in enumerate(scenes):
+        _check_scene(scene, f"scenes[{i}]")
+    check_canvas(size)
     rng = _as_rng(rng_or_seed)
     out = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for i, scene in enumerate(scenes):

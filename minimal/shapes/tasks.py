@@ -74,6 +74,8 @@ def zero_shot_set(task: str | ZeroShotTask, n: int, seed: int = 0, split: str = 
         if task not in ZERO_SHOT_TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(ZERO_SHOT_TASKS)}")
         task = ZERO_SHOT_TASKS[task]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int (images to draw), got {n!r}")
     rng = random.Random(seed)
     drawn = [task.sample(rng, split) for _ in range(n)]
     scenes = [scene for scene, _ in drawn]
