@@ -15,7 +15,10 @@ CLIP's "a photo of a {label}." prompts, whose words our captions never use. `t2i
 retrieval Recall@K with the paired-image definition (CLIP_benchmark's; `minimal.retrieval.retrieval_metrics`) on
 `n` fresh scenes of any split, each with its most detailed English caption (every object's size, colour, shape
 and position): text->image, is a caption's own image in the top K of the n images; image->text, is the image's own
-caption in the top K of the n captions (see `clip_retrieval`).
+caption in the top K of the n captions (see `clip_retrieval`). `t2i_r5_paraphrase` / `t2i_r5_paraphrase_ko`: the
+same images and facts, each caption worded with the held-out templates of benchmarks/wordings/ (English / Korean),
+which no training run reads. `zeroshot_unseen_photo_prompt`: zeroshot_unseen with "a photo of a {label}." prompts;
+`zeroshot_unseen_other_renderer`: zeroshot_unseen on images drawn by the second renderer (`minimal.shapes.sketch`).
 
 "mllm" (data/checkpoints/tiny_clip.* + mllm_adapters.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`).
 
@@ -30,6 +33,8 @@ import json
 import random
 from collections.abc import Callable
 
+from paraphrase import paraphrase  # benchmarks/paraphrase.py: wordings no training run uses
+
 from minimal import env, retrieval, zeroshot
 from minimal.clip import TINY_CLIP, load_tiny_clip
 from minimal.images import normalize
@@ -39,7 +44,8 @@ from minimal.output_projector import OUTPUT_PROJECTOR_PATH, TargetTable
 from minimal.output_side import OutputSide
 from minimal.recipes import mllm as mllm_recipe
 from minimal.recipes import output_side as output_recipe
-from minimal.shapes import captions, render_batch, sample_scene
+from minimal.shapes import ZERO_SHOT_TASKS, captions, render_batch, sample_scene, zero_shot_set
+from minimal.shapes.sketch import sketch_batch
 from minimal.weights import CHECKPOINT_DIR, read_card
 
 
@@ -60,6 +66,8 @@ def clip_quality(seed: int, n: int = 1000) -> dict:
         out = zeroshot.evaluate_tasks(model, tok, seed=seed, n=n)
         photo = zeroshot.evaluate_tasks(model, tok, seed=seed, n=n, style="photo")
         out["photo_prompts"] = {k: photo[k] for k in ("zeroshot_seen", "zeroshot_unseen", "colour", "shape")}
+        out["zeroshot_unseen_photo_prompt"] = photo["zeroshot_unseen"]
+        out["zeroshot_unseen_other_renderer"] = other_renderer_unseen(model, tok, seed, 2 * n)
         out.update(clip_retrieval(model, tok, seed, n))
     out["checkpoint"] = str(TINY_CLIP.relative_to(CHECKPOINT_DIR.parent.parent))
     out["eval_seconds"] = round(timer.wall, 1)
@@ -73,7 +81,22 @@ def clip_retrieval(model, tok, seed: int, n: int = 1000) -> dict:
     encode_image, encode_text = zeroshot.encoders(model, tok, image_transform=normalize)
     images = zeroshot.embed(encode_image, render_batch(scenes, model.cfg.vision.image_size, f"retrieval/{seed}"))
     texts = zeroshot.embed(encode_text, [captions(s, "en")[0] for s in scenes])
-    return retrieval.retrieval_metrics(images, texts, ks=(1, 5))     # caption i belongs to image i
+    out = retrieval.retrieval_metrics(images, texts, ks=(1, 5))     # caption i belongs to image i
+    for lang, key in (("en", "paraphrase"), ("ko", "paraphrase_ko")):   # the same facts, in held-out wordings
+        said = [paraphrase(s, rng, lang) for s in scenes]
+        metrics = retrieval.retrieval_metrics(images, zeroshot.embed(encode_text, said), ks=(1, 5))
+        out |= {f"t2i_r1_{key}": metrics["t2i_r1"], f"t2i_r5_{key}": metrics["t2i_r5"]}
+        out[f"example_{key}"] = said[0]
+    return out
+
+
+def other_renderer_unseen(model, tok, seed: int, n: int) -> float:
+    """zeroshot_unseen on the same kind of images drawn by the other renderer (`minimal.shapes.sketch`): n
+    one-object images of held-out colour–shape pairs, classified among all 48 labels with the course's prompts."""
+    _, targets, scenes = zero_shot_set("colour_shape", n, seed=seed + 1, split="heldout")
+    classifier = zeroshot.task_classifier(model, tok, "colour_shape")
+    assert classifier.labels == ZERO_SHOT_TASKS["colour_shape"].labels
+    return zeroshot.accuracy(classifier(sketch_batch(scenes, model.cfg.vision.image_size, f"sketch/{seed}")), targets)
 
 
 def mllm_quality(seed: int, n: int = 1000) -> dict:
