@@ -33,6 +33,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 from .shapes import captions, sample_scene
+from .shapes.grammar import free_caption
 from .weights import atomic_path
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -270,14 +271,15 @@ def _as_texts(texts: object, name: str, who: str) -> list:
 
 
 def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000,
-                     context_length: int = 32) -> Tokenizer:
+                     context_length: int = 32, free_wording: bool = False) -> Tokenizer:
     """The course tokenizer: BPE trained on every English and Korean caption template of `n_scenes` training scenes
     of the Shapes world (deterministic given `seed`; a couple of seconds on a CPU).
 
     The world's small language runs out of pairs seen twice at about 600 entries (256 of them byte tokens), below
     the default `vocab_size`: every English word and most Korean word forms become one token, while rarer
     particle combinations are split into stem + particle ("십자는" -> "▁십자" + "는"). Smaller vocabularies split
-    more (chapter 03, exercise 2)."""
+    more (chapter 03, exercise 2). `free_wording`: also learn from two free wordings per scene (`shapes.grammar`:
+    synonyms, "a picture of …", other word orders), so the vocabulary covers the words a CLIP trained on them reads."""
     if not isinstance(n_scenes, int) or isinstance(n_scenes, bool) or n_scenes < 1:
         raise ValueError(f"n_scenes must be a positive int, got {n_scenes!r}")
     rng = random.Random(seed)
@@ -285,4 +287,8 @@ def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000
     for _ in range(n_scenes):
         scene = sample_scene(rng, split="train")
         texts += captions(scene, "en") + captions(scene, "ko")
+    if free_wording:   # a second generator, so the default corpus stays exactly what it was
+        free = random.Random(f"free/{seed}")
+        texts += [free_caption(sample_scene(free, split="train"), free, lang) for _ in range(n_scenes)
+                  for lang in ("en", "ko")]
     return Tokenizer.train(texts, vocab_size=vocab_size, context_length=context_length)

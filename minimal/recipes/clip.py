@@ -32,6 +32,7 @@ from ..clip import CLIP, TINY_CLIP, CLIPConfig
 from ..images import normalize
 from ..losses import clip_loss_distributed
 from ..shapes import ALL_PAIRS, COLOURS, SHAPES, TRAIN_PAIRS, Obj, Scene, captions, render_batch, sample_scene
+from ..shapes.grammar import free_caption
 from ..text import TextConfig
 from ..tokenizer import Tokenizer, shapes_tokenizer
 from ..train import train
@@ -69,6 +70,7 @@ class ClipRecipe:
     hard_shape: float = 0.6         # of the hard negatives, the fraction that change the shape (else the colour)
     grey: float = 0.3               # fraction of grey images captioned without colour words
     text_buckets: int = 2           # encode captions in this many length groups (speed only, see CLIP.encode_text)
+    free_wording: float = 0.0       # fraction of captions freely worded (shapes.grammar); also widens the tokenizer
     vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
                                                    mlp_hidden=256))
     text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=1, heads=4,
@@ -105,11 +107,12 @@ class CaptionBatches:
     def __init__(self, tokenizer: Tokenizer, batch: int, seed: int = 0, single_object: float = 0.5,
                  korean: float = 0.25, split: str = "train", size: int = 32,
                  template_weights: list[float] | None = None, hard_negatives: float = 0.0,
-                 unique_captions: bool = False, hard_shape: float = 0.5, grey: float = 0.0):
+                 unique_captions: bool = False, hard_shape: float = 0.5, grey: float = 0.0,
+                 free_wording: float = 0.0):
         self.tok, self.batch, self.seed = tokenizer, batch, seed
         self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
-        self.hard_shape, self.grey = hard_shape, grey
+        self.hard_shape, self.grey, self.free_wording = hard_shape, grey, free_wording
         self._ids: dict[str, list[int]] = {}
         self._caps: dict[tuple[Scene, str], list[str]] = {}
         self._allowed = set(TRAIN_PAIRS if split == "train" else ALL_PAIRS)
@@ -136,7 +139,10 @@ class CaptionBatches:
         return self._caps[key]
 
     def _caption(self, scene: Scene, rng: random.Random, grey: bool = False) -> str:
-        options = self._captions(scene, "ko" if rng.random() < self.korean else "en")
+        lang = "ko" if rng.random() < self.korean else "en"
+        if not grey and self.free_wording and rng.random() < self.free_wording:   # no draw at all when 0
+            return free_caption(scene, rng, lang)
+        options = self._captions(scene, lang)
         if grey:  # only the templates that never name a colour: "a circle on the left", "a small circle"
             return rng.choice([options[i] for i in GREY_TEMPLATES])
         if self.template_weights is None:
@@ -233,12 +239,12 @@ def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", prog
                     on_step: Callable[[int, float], None] | None = None, amp: bool | None = False) -> TrainedClip:
     """Train the tiny CLIP (tokenizer included) with `recipe`; the model comes back in eval mode."""
     tok = shapes_tokenizer(seed=recipe.seed, vocab_size=recipe.vocab_size,
-                           context_length=recipe.text["context_length"])
+                           context_length=recipe.text["context_length"], free_wording=recipe.free_wording > 0)
     model = build_tiny_clip(recipe, tok)
     batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
                              unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape,
-                             grey=recipe.grey)
+                             grey=recipe.grey, free_wording=recipe.free_wording)
     loss_fn = functools.partial(clip_batch_loss, length_buckets=recipe.text_buckets)
     with env.Timer() as timer:
         hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
