@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -289,3 +290,39 @@ class ImageCaptionFolder(Dataset):
         return {"image": image, "caption": caps[0], "captions": caps, "file_name": name}
 
     collate_fn = staticmethod(collate)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, shift: float = 1.0, turn_degrees: float = 8.0,
+            blur: float = 0.7, jitter: float = 0.08) -> torch.Tensor:
+    """A renderer-independent look for the same content: x (B, 3, H, W) in [0, 1] -> the same shape, each image moved
+    by up to `shift` pixels (sub-pixel, bilinear), turned by up to `turn_degrees`, blurred by a Gaussian of random
+    width up to `blur` pixels, and each channel scaled by up to ±`jitter`. Small enough that no label changes (an
+    object stays in its cell, a colour stays its colour); random enough that a model must read shapes, not one
+    renderer's pixels. Deterministic given `generator`."""
+    check_floating_images(x)
+    b, _, h, w = x.shape
+
+    def u(*size: int) -> torch.Tensor:   # uniform in [-1, 1]
+        return torch.rand(*size, generator=generator) * 2 - 1
+
+    turn = u(b) * math.radians(turn_degrees)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = turn.cos(), -turn.sin(), turn.sin(), turn.cos()
+    theta[:, 0, 2], theta[:, 1, 2] = u(b) * 2 * shift / w, u(b) * 2 * shift / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sigma = torch.rand(b, generator=generator) * blur + 1e-3                       # (B,) blur widths in pixels
+    taps = torch.arange(-2, 3, dtype=x.dtype)
+    k1 = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k1 = k1 / k1.sum(1, keepdim=True)                                                # (B, 5) per-image kernels
+    kernel = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(3, 0)[:, None]     # (3B, 1, 5, 5)
+    out = F.conv2d(F.pad(out.reshape(1, 3 * b, h, w), (2, 2, 2, 2), mode="replicate"), kernel, groups=3 * b)
+    out = out.reshape(b, 3, h, w) * (1 + jitter * u(b, 3, 1, 1))
+    return out.clamp(0, 1)
+
+
+def check_floating_images(x: torch.Tensor) -> None:
+    """A clear error unless x is a float tensor (B, 3, H, W)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != 3:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected float images (B, 3, H, W) in [0, 1], got {got}")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from minimal import shapes
-from minimal.images import IMAGE_MEAN, IMAGE_STD, ImageCaptionFolder, normalize, to_tensor
+from minimal.images import IMAGE_MEAN, IMAGE_STD, ImageCaptionFolder, augment, normalize, to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,3 +116,15 @@ def test_shipped_sample_folder_loads():
         assert it["image"].shape == (3, 32, 32) and it["caption"]
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert total < 200_000
+
+
+def test_augment_keeps_shape_range_and_is_deterministic():
+    scenes = [shapes.sample_scene(random.Random(i), None, "any") for i in range(8)]
+    x = shapes.render_batch(scenes, 32, 0)
+    a = augment(x.clone(), torch.Generator().manual_seed(1))
+    b = augment(x.clone(), torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert 0.005 < float((a - x).abs().mean()) < 0.1, "a small change, not a copy and not a different picture"
+    with pytest.raises(ValueError, match="float images"):
+        augment((x * 255).to(torch.uint8), torch.Generator())

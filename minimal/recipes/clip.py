@@ -29,7 +29,7 @@ import torch
 
 from .. import env
 from ..clip import CLIP, TINY_CLIP, CLIPConfig
-from ..images import normalize
+from ..images import augment, normalize
 from ..losses import clip_loss_distributed
 from ..shapes import ALL_PAIRS, COLOURS, SHAPES, TRAIN_PAIRS, Obj, Scene, captions, render_batch, sample_scene
 from ..shapes.grammar import free_caption
@@ -71,6 +71,7 @@ class ClipRecipe:
     grey: float = 0.3               # fraction of grey images captioned without colour words
     text_buckets: int = 2           # encode captions in this many length groups (speed only, see CLIP.encode_text)
     free_wording: float = 0.0       # fraction of captions freely worded (shapes.grammar); also widens the tokenizer
+    augment: float = 0.0            # fraction of images moved/turned/blurred/tinted a little (images.augment)
     vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
                                                    mlp_hidden=256))
     text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=1, heads=4,
@@ -108,11 +109,11 @@ class CaptionBatches:
                  korean: float = 0.25, split: str = "train", size: int = 32,
                  template_weights: list[float] | None = None, hard_negatives: float = 0.0,
                  unique_captions: bool = False, hard_shape: float = 0.5, grey: float = 0.0,
-                 free_wording: float = 0.0):
+                 free_wording: float = 0.0, augment: float = 0.0):
         self.tok, self.batch, self.seed = tokenizer, batch, seed
         self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
-        self.hard_shape, self.grey, self.free_wording = hard_shape, grey, free_wording
+        self.hard_shape, self.grey, self.free_wording, self.augment = hard_shape, grey, free_wording, augment
         self._ids: dict[str, list[int]] = {}
         self._caps: dict[tuple[Scene, str], list[str]] = {}
         self._allowed = set(TRAIN_PAIRS if split == "train" else ALL_PAIRS)
@@ -192,6 +193,11 @@ class CaptionBatches:
             g = torch.tensor(greys)
             lum = (pixels[g] * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             pixels[g] = lum.expand(-1, 3, -1, -1)
+        if self.augment:   # a generator of its own: the scenes, captions and renders above stay as they were
+            gen = torch.Generator().manual_seed(2**40 + 1_000_003 * self.seed + step)
+            chosen = torch.rand(len(pixels), generator=gen) < self.augment
+            if chosen.any():
+                pixels[chosen] = augment(pixels[chosen], gen)
         return {"pixels": normalize(pixels), "ids": self.encode(caps)}
 
 
@@ -244,7 +250,7 @@ def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", prog
     batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
                              unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape,
-                             grey=recipe.grey, free_wording=recipe.free_wording)
+                             grey=recipe.grey, free_wording=recipe.free_wording, augment=recipe.augment)
     loss_fn = functools.partial(clip_batch_loss, length_buckets=recipe.text_buckets)
     with env.Timer() as timer:
         hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,
