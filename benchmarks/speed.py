@@ -10,12 +10,19 @@ execution settings, each applied to every model alike (ratios are only ever take
 ``eager``, ``compiled`` (torch.compile's default), ``reduce-overhead`` and ``max-autotune-no-cudagraphs`` (those
 torch.compile modes), and ``graphed`` — the eager step (forward + loss + backward) captured once in a CUDA graph
 with `torch.cuda.graph` and replayed: no Python and no kernel launches per step, the launch-bound limit removed.
-(`graphed` measured in benchmarks/results/h100_cudagraphs_2026-11-27.json; the two compile modes are wired up but
-not yet measured.) Every model gets the same random HF `CLIPModel` weights (ours through `CLIP.from_hf_state_dict`,
-open_clip through a key mapping), so they do the same math; a float32 check of their logits is part of the output.
-Model FLOPs per step come from `torch.utils.flop_counter.FlopCounterMode` (matmuls and attention: what a GPU's
-tensor cores do), MFU is achieved FLOP/s over the bf16 matmul peak measured in the same run with one large matrix
-product.
+(`graphed` measured in benchmarks/results/h100_cudagraphs_2026-11-27.json and h200_2026-11-30.json; the two
+compile modes are wired up, `reduce-overhead` was timed once (provisional) on 2026-11-30.) Every model gets the same
+random HF `CLIPModel` weights (ours through `CLIP.from_hf_state_dict`, open_clip through a key mapping), so they do
+the same math; a float32 check of their logits is part of the output. Model FLOPs per step come from
+`torch.utils.flop_counter.FlopCounterMode` (matmuls and attention: what a GPU's tensor cores do), MFU is achieved
+FLOP/s over the bf16 matmul peak measured in the same run with one large matrix product.
+
+`--optimizer fused|foreach` times the whole training step instead: + an AdamW step (weight decay on matrices, as
+`minimal.train`), ours with `clip_loss_distributed` (the gathered loss; one process: the local loss); under
+`graphed` the optimizer is `capturable` and inside the graph. `--batches 256,512,1024` runs the suite once per
+batch (a sweep, MFU per batch; `sweep` in the JSON). `--profile DIR` groups each profiled step's kernel time into
+the classes of `kernel_category` and adds "launches / idle" = step time − kernel time (the GPU waiting for the
+host), with the top kernels in DIR/profiles.txt.
 
 Prints one JSON object (device, date, versions, config, per-model samples/s, ratios ours/HF and ours/open_clip at
 the same compile setting, FLOPs, peak, MFU). open_clip is measured when it imports (it needs torchvision).
@@ -241,6 +248,17 @@ def make_optimizer(model, kind: str | None, capturable: bool = False):
                              foreach=kind == "foreach", capturable=capturable)
 
 
+_POOL: list = []
+
+
+def graph_pool():
+    """One memory pool for every captured step of a run: the steps are replayed one at a time, so they can share
+    their activations' memory (each graph's own pool would hold ~8 GB at batch 256 and a dozen models run out)."""
+    if not _POOL:
+        _POOL.append(torch.cuda.graph_pool_handle())
+    return _POOL[0]
+
+
 def graphed_step(model, loss_fn, autocast_dtype, device, px, ids, opt=None):
     """The whole eager step captured in one CUDA graph (static inputs: the benchmark feeds the same tensors).
 
@@ -270,7 +288,7 @@ def graphed_step(model, loss_fn, autocast_dtype, device, px, ids, opt=None):
     torch.cuda.current_stream().wait_stream(side)
     model.zero_grad(set_to_none=True)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, pool=graph_pool() if opt is None else None):  # (shared + AdamW: illegal address)
         run()
     if text is not None and "check_ids" in vars(text):
         del text.check_ids  # the graph never calls Python again: other settings get the checks back
@@ -335,8 +353,12 @@ def run_suite(models: dict, modes: list[str], px, ids, amp, device, args, peak, 
                   f"{batch / sec:9.1f} samples/s", file=sys.stderr, flush=True)
     secs: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
     for _ in range(args.repeats):
-        for key, step in steps.items():
-            secs[key] += time_steps(step, (px, ids), device, 1, args.iters, 1)
+        for key, step in list(steps.items()):
+            try:
+                secs[key] += time_steps(step, (px, ids), device, 1, args.iters, 1)
+            except Exception as e:  # noqa: BLE001 - one setting failing must not lose the others' numbers
+                failed[":".join(key)] = f"{type(e).__name__}: {str(e)[:300]}"
+                del steps[key], secs[key]
     results: dict[str, dict] = {}
     for (mode, name), ss in secs.items():
         sec = statistics.median(ss)
@@ -441,26 +463,22 @@ def main(argv: list[str] | None = None, variants=None) -> dict:
     for b in batches:
         px, ids = make_batch(c, b, device)
         results, flops, steps, failed = run_suite(models, modes, px, ids, amp, device, args, peak, compile_only)
-        profiles = {}
-        if args.profile:
-            for key in args.profile_models.split(","):
-                mode, name = key.split(":") if ":" in key else ("eager", key)
-                if (mode, name) in steps:
-                    profiles[f"{mode}:{name}"] = profile(f"{mode}_{name}_b{b}", steps[mode, name], (px, ids), device,
-                                                         args.profile, results[mode][name]["step_ms"])
         ratios = {mode: {f"{ours}/{other}": round(res[ours]["samples_per_s"] / res[other]["samples_per_s"], 3)
                          for ours in res if ours.startswith("ours") for other in ("hf", "open_clip") if other in res}
                   for mode, res in results.items()}
-        part = {"flops_per_step": flops, "results": results, "ratios": ratios}
-        if profiles:
-            part["profile_ms_per_step"] = profiles  # device time by kernel kind (3 profiled steps), idle, host CPU
-        if len(batches) == 1:
-            out |= part
-        else:
-            out.setdefault("sweep", {})[str(b)] = part
+        part = out if len(batches) == 1 else out.setdefault("sweep", {}).setdefault(str(b), {})
+        part |= {"flops_per_step": flops, "results": results, "ratios": ratios}
         out["not_measured"] |= {f"b{b}:{k}": v for k, v in failed.items()}
-        write_json(out, args.out)   # after every batch: a run stopped by a time limit keeps what it measured
+        write_json(out, args.out)   # after every stage: a run stopped by a time limit keeps what it measured
+        for key in args.profile_models.split(",") if args.profile else []:
+            mode, name = key.split(":") if ":" in key else ("eager", key)
+            if (mode, name) in steps:
+                part.setdefault("profile_ms_per_step", {})[f"{mode}:{name}"] = profile(
+                    f"{mode}_{name}_b{b}", steps[mode, name], (px, ids), device, args.profile,
+                    results[mode][name]["step_ms"])   # ms per step by kernel class, idle, host CPU
+                write_json(out, args.out)
         del steps
+        _POOL.clear()   # the graphs that used it are gone: a new batch captures into a new pool
         if device.type == "cuda":
             torch.compiler.reset()
             torch.cuda.empty_cache()

@@ -170,6 +170,8 @@ class DeferredChecks:
         self.every, self.pending = every, []
 
     def note(self, name: str, bad: torch.Tensor) -> None:
+        if self.pending and self.pending[0][1].device != bad.device:
+            self.flush()   # flags of another device (the CPU check before the GPU run) are read first
         self.pending.append((name, bad))
         if len(self.pending) >= self.every:
             self.flush()

@@ -25,6 +25,10 @@ Measured, eager, samples/s per GPU on 2 GPUs over one GPU's (1-GPU and 2-GPU run
     65 % compiled (`--compile`; not re-measured on the H200s).
 The eager step is host-bound (kernel launches), and DDP adds host work per parameter (autograd hooks, a copy of
 each gradient into its bucket): on the H200s 16-26 ms per step at 256 per GPU, 5-8 ms at 512 (longer GPU work).
+2026-11-30, 2 H200s, 256 per GPU, `--ddp view` (benchmarks/results/2xh200_ddp_2026-11-30.json, each with its
+1-GPU baseline in the same call): the shipped loop 73.0 % (1 GPU 3,716/s, 2 GPUs 2,714/s per GPU) — down from 84 %
+since the input checks that read values back were added; `--loop lean` (no host read in the step) 84.4 % (4,019/s,
+3,391/s per GPU); `--loop lean --compile` 56.2 % (4,667/s, 2,623/s per GPU). The 90 % bar at 256 is not met.
 Recommended launch: 512 samples per GPU (`--batch` = 512 x GPUs) with `--ddp view` (gradient_as_bucket_view: no
 gradient copies, same losses as default DDP). `--ddp bf16` did not help (the NVLink all-reduce is not the
 limit); `static_graph=True` was faster but broke the gradient averaging (ranks diverged), so it is not offered.
