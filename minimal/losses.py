@@ -155,9 +155,9 @@ def clip_loss_distributed(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
         scalar loss. In both modes DDP's averaged gradients equal the one-process gradients on the concatenated
         batch (tested with 2 gloo processes).
     """
-    _check_features(image_embeds, text_embeds, logit_scale)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return clip_loss(image_embeds, text_embeds, logit_scale)
+        return clip_loss(image_embeds, text_embeds, logit_scale)       # clip_loss checks its inputs
+    _check_features(image_embeds, text_embeds, logit_scale)           # once, before the gather
     all_images = all_gather_with_grad(image_embeds)
     all_texts = all_gather_with_grad(text_embeds)
     if not local_loss:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
-from .weights import check_int, check_real, load_state_dict_strict
+from .weights import can_read_back, check_int, check_real, load_state_dict_strict
 
 
 @dataclass
@@ -122,8 +122,8 @@ class TextTransformer(HFTower, nn.Module):
         if T > cfg.context_length:
             raise ValueError(f"sequence length {T} is longer than the context length {cfg.context_length}; "
                              f"the tokenizer truncates (keeping end-of-text) when given context_length")
-        # Reading values back (min/max) waits for the GPU and would split a torch.compile graph: eager-only check.
-        if input_ids.numel() and not torch.compiler.is_compiling():
+        # Reading values back (min/max) waits for the GPU and would split a torch.compile graph: see can_read_back.
+        if input_ids.numel() and can_read_back(input_ids):
             lo, hi = int(input_ids.min()), int(input_ids.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi

@@ -89,9 +89,15 @@ def check_floating(x: Any, name: str) -> None:
 
 
 def can_read_back(x: torch.Tensor) -> bool:
-    """Whether reading a value back is allowed here: not inside torch.compile (it would split the graph) and not
-    while a CUDA graph is being captured (reading back is not allowed at all)."""
-    return not torch.compiler.is_compiling() and not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+    """Whether a check may read a value back here: not inside torch.compile (it would split the graph), not while a
+    CUDA graph is being captured (reading back is not allowed at all), and not in a GPU training step (gradients on):
+    there every read waits for the GPU and stalls a step that is bound by launching kernels (measured: 73 % against
+    84 % two-GPU scaling, benchmarks/NOTES_speed.md), while a non-finite value still stops training — `train()`
+    refuses a NaN loss and names the step. On the CPU, and whenever gradients are off (evaluation, inference,
+    `torch.no_grad`), every check runs."""
+    if torch.compiler.is_compiling() or not x.is_cuda:
+        return not torch.compiler.is_compiling()
+    return not torch.cuda.is_current_stream_capturing() and not torch.is_grad_enabled()
 
 
 def check_finite(x: torch.Tensor, name: str, row: str = "row") -> None:
