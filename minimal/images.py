@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .weights import can_read_back
+
 # The pixel statistics of OpenAI CLIP's preprocessing. Using them for our world too means one normalisation serves
 # our tiny models and the real CLIP weights of chapter 07 (which were trained with them).
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -87,8 +89,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_pixel_range(x: torch.Tensor) -> None:
-    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
-    if x.numel() == 0 or x.is_meta or torch.compiler.is_compiling() or capturing:
+    if x.numel() == 0 or x.is_meta or not can_read_back(x):   # see weights.can_read_back: never stall a GPU step
         return
     lo, hi = torch.stack(torch.aminmax(x.detach())).float().tolist()   # one read-back
     if not (math.isfinite(lo) and math.isfinite(hi)):
