@@ -379,14 +379,19 @@ def test_relations_and_separate_naming_are_present():
 # questions: parse back and recompute the answer
 
 
+def the_one(scene: Scene, q: str, **c):
+    """The single object of `scene` with attributes `c`: a question that says "the X" must mean exactly one."""
+    hits = [o for o in scene.objects if matches(o, c)]
+    assert len(hits) == 1, (q, scene)
+    return hits[0]
+
+
 def answer_en(q: str, scene: Scene) -> tuple[str, str]:
     """(kind, answer) computed from the scene; asserts that every "the X" refers to exactly one object."""
     objs = scene.objects
 
     def only(**c):
-        hits = [o for o in objs if matches(o, c)]
-        assert len(hits) == 1, (q, scene)
-        return hits[0]
+        return the_one(scene, q, **c)
 
     plural = {s + ("es" if s.endswith("s") else "s"): s for s in SHAPES}
     rules = [
@@ -415,9 +420,7 @@ def answer_ko(q: str, scene: Scene) -> tuple[str, str]:
     objs = scene.objects
 
     def only(**c):
-        hits = [o for o in objs if matches(o, c)]
-        assert len(hits) == 1, (q, scene)
-        return hits[0]
+        return the_one(scene, q, **c)
 
     P, S, C = alt(KO_POS), alt(KO_SHP), alt(KO_COL)
     rules = [
