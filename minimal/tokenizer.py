@@ -33,6 +33,7 @@ from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, tra
 from tokenizers import Tokenizer as HFTokenizer
 
 from .shapes import captions, sample_scene
+from .shapes.common_words import EN_WORDS, KO_WORDS
 from .shapes.grammar import free_caption
 from .weights import atomic_path
 
@@ -291,4 +292,5 @@ def shapes_tokenizer(n_scenes: int = 2000, seed: int = 0, vocab_size: int = 1000
         free = random.Random(f"free/{seed}")
         texts += [free_caption(sample_scene(free, split="train"), free, lang) for _ in range(n_scenes)
                   for lang in ("en", "ko")]
+        texts += [" ".join(EN_WORDS + KO_WORDS)] * 8     # ordinary words: a few pieces each, not a byte each
     return Tokenizer.train(texts, vocab_size=vocab_size, context_length=context_length)

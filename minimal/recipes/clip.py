@@ -72,6 +72,7 @@ class ClipRecipe:
     text_buckets: int = 2           # encode captions in this many length groups (speed only, see CLIP.encode_text)
     free_wording: float = 0.0       # fraction of captions freely worded (shapes.grammar); also widens the tokenizer
     augment: float = 0.0            # fraction of images moved/turned/blurred/tinted a little (images.augment)
+    variety: float = 0.0            # fraction of objects drawn as a hand-drawn-like variant (shapes.render_batch)
     vit: dict = field(default_factory=lambda: dict(image_size=32, patch_size=8, width=96, layers=3, heads=4,
                                                    mlp_hidden=256))
     text: dict = field(default_factory=lambda: dict(context_length=32, width=96, layers=1, heads=4,
@@ -109,11 +110,12 @@ class CaptionBatches:
                  korean: float = 0.25, split: str = "train", size: int = 32,
                  template_weights: list[float] | None = None, hard_negatives: float = 0.0,
                  unique_captions: bool = False, hard_shape: float = 0.5, grey: float = 0.0,
-                 free_wording: float = 0.0, augment: float = 0.0):
+                 free_wording: float = 0.0, augment: float = 0.0, variety: float = 0.0):
         self.tok, self.batch, self.seed = tokenizer, batch, seed
         self.single_object, self.korean, self.split, self.size = single_object, korean, split, size
         self.template_weights, self.hard_negatives, self.unique = template_weights, hard_negatives, unique_captions
         self.hard_shape, self.grey, self.free_wording, self.augment = hard_shape, grey, free_wording, augment
+        self.variety = variety
         self._ids: dict[str, list[int]] = {}
         self._caps: dict[tuple[Scene, str], list[str]] = {}
         self._allowed = set(TRAIN_PAIRS if split == "train" else ALL_PAIRS)
@@ -188,7 +190,7 @@ class CaptionBatches:
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         scenes, caps, greys = self.scenes_and_captions(step)
-        pixels = render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}")
+        pixels = render_batch(scenes, self.size, f"clip-render/{self.seed}/{step}", self.variety)
         if any(greys):  # luminance, repeated on the three channels
             g = torch.tensor(greys)
             lum = (pixels[g] * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -250,7 +252,8 @@ def train_tiny_clip(recipe: ClipRecipe, device: str | torch.device = "cpu", prog
     batches = CaptionBatches(tok, recipe.batch, recipe.seed, recipe.single_object, recipe.korean,
                              template_weights=recipe.template_weights, hard_negatives=recipe.hard_negatives,
                              unique_captions=recipe.unique_captions, hard_shape=recipe.hard_shape,
-                             grey=recipe.grey, free_wording=recipe.free_wording, augment=recipe.augment)
+                             grey=recipe.grey, free_wording=recipe.free_wording, augment=recipe.augment,
+                             variety=recipe.variety)
     loss_fn = functools.partial(clip_batch_loss, length_buckets=recipe.text_buckets)
     with env.Timer() as timer:
         hist = train(model, loss_fn, batches, steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup,

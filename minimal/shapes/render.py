@@ -105,6 +105,59 @@ def shape_mask(shape: str, px: int) -> np.ndarray:
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+VARIANTS = 32              # drawn variants per (shape, pixel size) that `render_batch(..., variety=...)` picks from
+
+
+@cache
+def variant_masks(shape: str, px: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variant `k` of `shape` in a px x px box: (fill, stroke) coverages, float32 arrays (px, px) in [0, 1].
+
+    Another hand could draw the same shape a little differently: turned by up to 10 degrees, placed at a sub-pixel
+    offset, with other proportions (cross arms 26-44 % of the box, star inner radius 0.38-0.55, a diamond 70-100 %
+    as wide as tall, a triangle 80-100 % as tall as wide) and, for half the variants, a darker outline. Variants are
+    deterministic from (shape, px, k) and cached; none changes what the shape is called."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    rng = random.Random(f"variant/{shape}/{px}/{k}")
+    big = px * SUPERSAMPLE
+    turn = np.radians(rng.uniform(-10, 10))
+    r = big / 2 * rng.uniform(0.82, 0.94)                      # room left for the offset and the turn
+    cx = big / 2 + rng.uniform(-1, 1) * (big / 2 - r) * 0.9
+    cy = big / 2 + rng.uniform(-1, 1) * (big / 2 - r) * 0.9
+    if shape == "square":
+        pts = [(-r, -r), (r, -r), (r, r), (-r, r)]
+    elif shape == "triangle":
+        h = r * rng.uniform(0.8, 1.0)
+        pts = [(0.0, -h), (r, h), (-r, h)]
+    elif shape == "diamond":
+        wd = r * rng.uniform(0.7, 1.0)
+        pts = [(0.0, -r), (wd, 0.0), (0.0, r), (-wd, 0.0)]
+    elif shape == "cross":
+        a = r * rng.uniform(0.26, 0.44)
+        pts = [(-a, -r), (a, -r), (a, -a), (r, -a), (r, a), (a, a), (a, r), (-a, r), (-a, a), (-r, a), (-r, -a),
+               (-a, -a)]
+    elif shape == "star":
+        inner = rng.uniform(0.38, 0.55)
+        pts = [((r if i % 2 == 0 else inner * r) * np.sin(np.pi * i / 5),
+                -(r if i % 2 == 0 else inner * r) * np.cos(np.pi * i / 5)) for i in range(10)]
+    else:   # circle: an ellipse, turned like the rest
+        ax, ay = r, r * rng.uniform(0.9, 1.0)
+        pts = [(ax * np.cos(t), ay * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 48, endpoint=False)]
+    c, s = np.cos(turn), np.sin(turn)
+    poly = [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+    width = round(rng.uniform(0.08, 0.16) * big) if k % 2 else 0      # odd variants carry an outline
+    fill, line = Image.new("L", (big, big), 0), Image.new("L", (big, big), 0)
+    ImageDraw.Draw(fill).polygon(poly, fill=255)
+    if width:
+        ImageDraw.Draw(line).polygon(poly, outline=255, width=width)
+
+    def down(img: Image.Image) -> np.ndarray:
+        return np.asarray(img.resize((px, px), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+    stroke = down(line)
+    return down(fill) * (1 - stroke), stroke
+
+
 @cache
 def _noise_bank() -> np.ndarray:
     """A fixed 512x512 tile of Gaussian noise (in levels); each image adds a random crop of it. Fresh noise per image
@@ -129,8 +182,9 @@ def _check_scene(scene: object, name: str = "scene") -> None:
         raise TypeError(f"{name} must be a shapes.Scene (e.g. from sample_scene), got {type(scene).__name__}")
 
 
-def _draw(scene: Scene, size: int, rng: random.Random) -> np.ndarray:
-    """The renderer proper: (size, size, 3) uint8. Draws from `rng` in a fixed order: background, jitter, noise."""
+def _draw(scene: Scene, size: int, rng: random.Random, variety: float = 0.0) -> np.ndarray:
+    """The renderer proper: (size, size, 3) uint8. Draws from `rng` in a fixed order: background, jitter, noise
+    (and, only when `variety` > 0, per object: whether to draw a variant, which one and its outline's shade)."""
     margin, cell, gutter = _grid(size)
     canvas = np.full((size, size, 3), BACKGROUND + rng.randrange(-8, 9), dtype=np.float32)
     for obj in scene.objects:
@@ -139,9 +193,14 @@ def _draw(scene: Scene, size: int, rng: random.Random) -> np.ndarray:
         slack = cell - px                              # jitter stays inside the cell, so labels never change
         x0 = margin + col * (cell + gutter) + rng.randrange(slack + 1)
         y0 = margin + row * (cell + gutter) + rng.randrange(slack + 1)
-        alpha = shape_mask(obj.shape, px)[..., None]
         patch = canvas[y0:y0 + px, x0:x0 + px]
-        patch += alpha * (_RGB_F32[obj.colour] - patch)   # alpha blend, in place
+        colour = _RGB_F32[obj.colour]
+        if variety and rng.random() < variety:
+            fill, stroke = variant_masks(obj.shape, px, rng.randrange(VARIANTS))
+            patch += fill[..., None] * (colour - patch)
+            patch += stroke[..., None] * (colour * rng.uniform(0.45, 0.8) - patch)   # a darker outline
+        else:
+            patch += shape_mask(obj.shape, px)[..., None] * (colour - patch)     # alpha blend, in place
     bank = _noise_bank()
     oy, ox = rng.randrange(bank.shape[0] - size + 1), rng.randrange(bank.shape[1] - size + 1)
     canvas += bank[oy:oy + size, ox:ox + size]
@@ -158,13 +217,17 @@ def render(scene: Scene, size: int = 32, rng_or_seed: int | str | random.Random 
     return Image.fromarray(_draw(scene, size, _as_rng(rng_or_seed)))   # (H, W, 3) uint8 -> RGB
 
 
-def render_batch(scenes: Sequence[Scene], size: int = 32, rng_or_seed: int | str | random.Random = 0
-                 ) -> torch.Tensor:
+def render_batch(scenes: Sequence[Scene], size: int = 32, rng_or_seed: int | str | random.Random = 0,
+                 variety: float = 0.0) -> torch.Tensor:
     """Render many scenes straight into a float tensor (B, 3, size, size) in [0, 1] (not normalised).
 
     One generator is consumed in order: image i equals `render(scenes[i], size, rng)` after i earlier calls with
     the same rng. Skipping PIL makes this ~1.5x faster than calling `render` + `to_tensor` per image.
+    `variety` (training only, default 0): the fraction of objects drawn as one of `VARIANTS` hand-drawn-like
+    variants (`variant_masks`) instead of the one cached mask — a shape must then be read, not matched.
     """
+    if not isinstance(variety, int | float) or isinstance(variety, bool) or not 0.0 <= variety <= 1.0:
+        raise ValueError(f"variety must be a number in [0, 1], got {variety!r}")
     if isinstance(scenes, Scene) or not isinstance(scenes, Sequence) or isinstance(scenes, str):
         hint = " (one scene? pass [scene])" if isinstance(scenes, Scene) else ""
         raise TypeError(f"scenes must be a list or tuple of shapes.Scene, got {type(scenes).__name__}{hint}")
@@ -174,5 +237,5 @@ def render_batch(scenes: Sequence[Scene], size: int = 32, rng_or_seed: int | str
     rng = _as_rng(rng_or_seed)
     out = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for i, scene in enumerate(scenes):
-        out[i] = _draw(scene, size, rng)
+        out[i] = _draw(scene, size, rng, variety)
     return torch.from_numpy(out.transpose(0, 3, 1, 2).copy()).float().div_(255.0)   # contiguous NCHW
