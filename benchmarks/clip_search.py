@@ -43,7 +43,8 @@ def run_trial(args: tuple[dict, str, list[int], int]) -> dict:
     recipe = make_recipe(trial["recipe"])
     start = time.perf_counter()
     trained = train_tiny_clip(recipe, device=device, progress=False)
-    out: dict = {"name": trial["name"], "recipe": trial["recipe"], "train_wall_s": round(time.perf_counter() - start, 1),
+    wall = round(time.perf_counter() - start, 1)
+    out: dict = {"name": trial["name"], "recipe": trial["recipe"], "train_wall_s": wall,
                  "vocab": trained.tokenizer.vocab_size, "final_loss": round(sum(trained.history[-20:]) / 20, 4)}
     model, tok = trained.model.to(device), trained.tokenizer
     for seed in seeds:
