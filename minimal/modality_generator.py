@@ -8,7 +8,7 @@ steps; with one step it collapses to a regression decoder's blurry average, whic
 measures. It is trained once (`python -m minimal.recipes.output_side generator`), then frozen and shipped.
 
     generator = load_modality_generator()                   # frozen
-    images = generator.sample(cond, steps=10, guidance=2.0) # cond (B, 64) -> (B, 3, 32, 32) in [0, 1]
+    images = generator.sample(cond, steps=10, guidance=4.0) # cond (B, 64) -> (B, 3, 32, 32) in [0, 1]
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ from .accounting import freeze
 from .weights import CHECKPOINT_DIR, check_finite, check_floating, check_int, check_real, load_module
 
 GENERATOR_PATH = CHECKPOINT_DIR / "generator.safetensors"
+
+
+# The sampler's defaults. Guidance 4.0 was chosen on world seeds 999 and 31 (never used for the reported figures):
+# drawings of held-out requests judged right 0.805 at w = 2, 0.835-0.845 at 3, 0.843-0.863 at 4, 0.855-0.858 at 5.
+SAMPLE_STEPS = 10
+GUIDANCE = 4.0
 
 
 @dataclass
@@ -149,7 +155,7 @@ class ModalityGenerator(nn.Module):
         return F.mse_loss(self((1 - tt) * x0 + tt * x1, t, cond), x1 - x0)
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int = 10, guidance: float = 2.0,
+    def sample(self, cond: torch.Tensor, steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw one image per condition: cond (B, cond_dim) -> images (B, 3, H, W) in [0, 1].
 

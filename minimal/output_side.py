@@ -21,7 +21,7 @@ from torch import nn
 
 from .accounting import freeze
 from .llm import answer, chat_ids, check_fits, check_text, check_texts, llm_states, load_llm, pad_states
-from .modality_generator import GENERATOR_PATH, ModalityGenerator, load_modality_generator
+from .modality_generator import GENERATOR_PATH, GUIDANCE, SAMPLE_STEPS, ModalityGenerator, load_modality_generator
 from .output_projector import OUTPUT_PROJECTOR_PATH, OutputProjector, ProjectorOutput, load_output_projector
 from .weights import check_int, check_real
 
@@ -48,7 +48,7 @@ class OutputSide(nn.Module):
     """
 
     def __init__(self, llm: Any, tokenizer: Any, projector: OutputProjector, generator: ModalityGenerator,
-                 steps: int = 10, guidance: float = 2.0):
+                 steps: int = SAMPLE_STEPS, guidance: float = GUIDANCE):
         super().__init__()
         self.llm, self.tokenizer = freeze(llm), tokenizer
         self.projector, self.generator = projector.eval(), freeze(generator)

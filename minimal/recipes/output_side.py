@@ -29,7 +29,14 @@ from .. import env
 from ..accounting import freeze
 from ..clip import TINY_CLIP, load_tiny_clip
 from ..llm import llm_states, load_llm, pad_states
-from ..modality_generator import GENERATOR_PATH, GeneratorConfig, ModalityGenerator, load_modality_generator
+from ..modality_generator import (
+    GENERATOR_PATH,
+    GUIDANCE,
+    SAMPLE_STEPS,
+    GeneratorConfig,
+    ModalityGenerator,
+    load_modality_generator,
+)
 from ..output_projector import (
     OUTPUT_PROJECTOR_PATH,
     OutputProjector,
@@ -260,11 +267,11 @@ def _card(name: str, what: str, module: OutputProjector | ModalityGenerator, rec
 def generator_alone(generator: ModalityGenerator, judge: ZeroShotClassifier, table: TargetTable, seed: int) -> dict:
     """The generator's figure on its own: drawings from the exact CLIP embedding of 200 held-out request targets."""
     targets = [r for r in request_set(400, seed, "heldout") if r.wants_image]
-    drawn = judge.names(generator.sample(table([r.drawing()[1] for r in targets]), 10, 2.0,
+    drawn = judge.names(generator.sample(table([r.drawing()[1] for r in targets]), SAMPLE_STEPS, GUIDANCE,
                                          torch.Generator().manual_seed(seed)))
     right = sum(d == pair_phrase(r.drawing()[0].pair) for d, r in zip(drawn, targets, strict=True))
     return {"generator_alone": round(right / len(targets), 4), "n": len(targets), "world_seed": seed,
-            "sampler": {"steps": 10, "guidance": 2.0}}
+            "sampler": {"steps": SAMPLE_STEPS, "guidance": GUIDANCE}}
 
 
 def main(argv: list[str] | None = None) -> None:
