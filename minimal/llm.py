@@ -298,8 +298,7 @@ def check_fits(model: Any, n_tokens: int, name: str, max_new_tokens: int = 0) ->
 
 @torch.no_grad()
 def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: str | None = None) -> str:
-    """Greedy answer of the LLM to one text question, through its chat template (no sampling: repeatable). A reply
-    the `max_new_tokens` limit cuts inside a character (Korean: several bytes, several tokens) ends in "…"."""
+    """Greedy answer to one text question, through the chat template (repeatable); a reply cut short ends in "…"."""
     check_text(question, "question")
     check_int(max_new_tokens, "max_new_tokens")
     ids = chat_ids(tokenizer, question, system=system)
@@ -307,8 +306,9 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: st
     x = torch.tensor([ids], device=model.device)
     out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    text = tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True).strip()
-    return text.rstrip("\ufffd") + "…" if text.endswith("\ufffd") else text   # cut mid-character at the limit
+    new = out[0, x.shape[1]:]      # a cut can fall inside a character (Korean: one syllable is several tokens)
+    text = tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
+    return text + "…" if len(new) == max_new_tokens and new[-1] != tokenizer.eos_token_id else text
 
 
 def new_kv_cache(model: Any) -> dict:
