@@ -122,8 +122,9 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
     if values.ndim != 2:
         raise ValueError(f"matrix() draws 2-D arrays, got shape {values.shape}")
     fig: Any
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(0.5 + 0.4 * values.shape[1], 0.5 + 0.4 * values.shape[0]))
+    if ax is None:   # annotated cells need room for their numbers
+        cell = 0.7 if annotate else 0.4
+        fig, ax = plt.subplots(figsize=(2.0 + cell * values.shape[1], 1.0 + cell * values.shape[0]))
     else:
         fig = ax.figure
     im = ax.imshow(values, cmap=cmap)
@@ -132,9 +133,10 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
         ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     if col_labels is not None:
         ax.set_xticks(range(len(col_labels)), col_labels, fontsize=8, rotation=60, ha="right")
-    if annotate:
+    if annotate:   # dark text on the light end of the colour map, light text on the dark end
+        middle = (values.max() + values.min()) / 2
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w")
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="k" if v > middle else "w")
     ax.set_title(title)
     fig.tight_layout()
     return fig
