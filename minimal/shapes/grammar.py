@@ -29,7 +29,7 @@ KO_SIZE_IS = {"small": "작다", "large": "크다"}             # the plain pred
 # Words for each position; the phrases around them come from the position forms below.
 EN_PLACES = {"left": ("left",), "right": ("right",), "top": ("top",), "bottom": ("bottom",),
              "centre": ("centre", "center", "middle")}
-KO_PLACES = {p: (w,) for p, w in KO_POSITIONS.items()}
+KO_PLACES: dict[str, tuple[str, ...]] = {p: (w,) for p, w in KO_POSITIONS.items()}
 KO_PLACES.update(left=(KO_POSITIONS["left"], "왼편"), right=(KO_POSITIONS["right"], "오른편"),
                  centre=(KO_POSITIONS["centre"], "중앙", "한가운데"))
 
