@@ -1,5 +1,6 @@
-"""Captions of a Shapes scene in wordings no training run uses, for measuring how far the tiny CLIP reads language
-rather than its training templates (`benchmarks/quality.py`: t2i_r5_paraphrase, t2i_r5_paraphrase_ko).
+"""Captions and questions about a Shapes scene in wordings no training run uses, for measuring how far the tiny CLIP
+and the MLLM read language rather than their training templates (`benchmarks/quality.py`: t2i_r5_paraphrase,
+t2i_r5_paraphrase_ko, vqa_paraphrase).
 
 The wordings live in benchmarks/wordings/clip_eval_wordings.json; nothing in minimal/ reads that file. Each scene gets
 one sentence: a scene template filled with one object phrase per object (template and synonyms drawn with `rng`),
@@ -14,7 +15,8 @@ import random
 from functools import cache
 from pathlib import Path
 
-from minimal.shapes import KO_COLOURS, KO_POSITIONS, KO_SHAPES, WHERE, Obj, Scene, josa
+from minimal.shapes import KO_COLOURS, KO_POSITIONS, KO_SHAPES, WHERE, Obj, Scene, josa, questions
+from minimal.shapes.questions import english_slots, question_specs
 
 WORDINGS = Path(__file__).resolve().parent / "wordings" / "clip_eval_wordings.json"
 
@@ -41,3 +43,23 @@ def paraphrase(scene: Scene, rng: random.Random, lang: str = "en") -> str:
     objs = w["joiner"].join(rng.choice(w["object"]).format(**_slots(o, rng)) for o in scene.objects)
     template = rng.choice(w["scene"])
     return template.format(objs=objs, objs_subject=josa(objs, "이", "가") if lang == "ko" else objs)
+
+
+QUESTIONS = Path(__file__).resolve().parent / "wordings" / "mllm_eval_questions.json"
+
+
+@cache
+def question_wordings() -> dict[str, list[str]]:
+    return json.loads(QUESTIONS.read_text(encoding="utf-8"))["questions"]
+
+
+def reword_question(scene: Scene, question: str, rng: random.Random) -> str:
+    """The same question about `scene` (one of `minimal.shapes.questions(scene)`, English), in a held-out wording:
+    same kind, same argument, same answer."""
+    qas = questions(scene, "en")
+    specs = question_specs(scene)
+    i = next((k for k, qa in enumerate(qas) if qa.question == question), None)
+    if i is None:
+        raise ValueError(f"not a question of this scene: {question!r}")
+    kind, template, arg, _ = specs[i]
+    return rng.choice(question_wordings()[f"{kind}/{template}"]).format(**english_slots(arg))

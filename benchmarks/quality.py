@@ -20,7 +20,8 @@ same images and facts, each caption worded with the held-out templates of benchm
 which no training run reads. `zeroshot_unseen_photo_prompt`: zeroshot_unseen with "a photo of a {label}." prompts;
 `zeroshot_unseen_other_renderer`: zeroshot_unseen on images drawn by the second renderer (`minimal.shapes.sketch`).
 
-"mllm" (data/checkpoints/tiny_clip.* + mllm_adapters.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`).
+"mllm" (data/checkpoints/tiny_clip.* + mllm_adapters.*): `vqa`, `vqa_unseen`, `caption_attr` (see `mllm_quality`),
+`vqa_ko` and `vqa_paraphrase` (see `mllm_wordings`), each with its accuracy per question kind.
 
 "generator" (tiny_clip.* + generator.* + output_projector.*): `decision`, `drawing`, `judge_agreement` (see
 `generator_quality`).
@@ -33,7 +34,7 @@ import json
 import random
 from collections.abc import Callable
 
-from paraphrase import paraphrase  # benchmarks/paraphrase.py: wordings no training run uses
+from paraphrase import paraphrase, reword_question  # benchmarks/paraphrase.py: wordings no run trains on
 
 from minimal import env, retrieval, zeroshot
 from minimal.clip import TINY_CLIP, load_tiny_clip
@@ -115,6 +116,7 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
     model = build_mllm(adapters_path=MLLM_ADAPTERS, verbose=False)
     with env.Timer() as timer:
         out = mllm_recipe.evaluate_all(model, n, seed)
+        out.update(mllm_wordings(model, n, seed))
     counts = model.parameter_counts()
     card = read_card(MLLM_ADAPTERS)
     out.pop("eval_images")
@@ -124,6 +126,19 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
             "checkpoint_date": card.get("date"), "train_seconds": card.get("train_seconds", {}).get("total"),
             "eval_seconds": round(timer.wall, 1), "eval_cpu_seconds": round(timer.cpu, 1),
             "load_average_1_5_15": timer.load_after}
+
+
+def mllm_wordings(model, n: int, seed: int) -> dict:
+    """`vqa_ko`: the seen-pair questions of `vqa` asked in Korean (answers still the English words); `vqa_paraphrase`:
+    the same questions in held-out English wordings (benchmarks/wordings/mllm_eval_questions.json), each with its
+    accuracy per question kind."""
+    seen = mllm_recipe.eval_set(n, seed=seed, split="train")
+    korean = mllm_recipe.eval_set(n, seed=seed, split="train", lang="ko")
+    rng = random.Random(f"vqa-paraphrase/{seed}")
+    reworded = [{**it, "question": reword_question(it["scene"], it["question"], rng)} for it in seen]
+    ko, para = mllm_recipe.evaluate_vqa(model, korean), mllm_recipe.evaluate_vqa(model, reworded)
+    return {"vqa_ko": ko["accuracy"], "vqa_ko_per_kind": ko["per_kind"], "vqa_paraphrase": para["accuracy"],
+            "vqa_paraphrase_per_kind": para["per_kind"], "example_paraphrase": reworded[0]["question"]}
 
 
 def generator_quality(seed: int, n: int = 1000) -> dict:

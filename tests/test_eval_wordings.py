@@ -10,6 +10,7 @@ import torch
 
 from minimal import shapes
 from minimal.shapes.grammar import free_caption
+from minimal.shapes.questions import question_specs
 from minimal.shapes.sketch import sketch_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,8 @@ _spec.loader.exec_module(paraphrase)
 
 def test_no_training_code_reads_the_evaluation_wordings():
     readers = [str(p.relative_to(ROOT)) for p in (ROOT / "minimal").rglob("*.py")
-               if any(word in p.read_text() for word in ("clip_eval_wordings", "wordings/", "paraphrase"))]
+               if any(word in p.read_text() for word in ("clip_eval_wordings", "mllm_eval_questions", "wordings/",
+                                                         "paraphrase"))]
     assert readers == [], f"minimal/ must never read the evaluation wordings: {readers}"
 
 
@@ -69,3 +71,21 @@ def test_free_training_wordings_never_produce_an_evaluation_sentence(lang):
         held_out = {paraphrase.paraphrase(scene, random.Random(k), lang) for k in range(30)}
         trained = {free_caption(scene, random.Random(k), lang) for k in range(60)}
         assert not held_out & trained, held_out & trained
+
+
+def test_held_out_questions_are_never_a_training_question_and_keep_the_kind():
+    wordings = paraphrase.question_wordings()
+    specs_seen = set()
+    rng = random.Random(5)
+    for _ in range(300):
+        scene = shapes.sample_scene(rng, None, "any")
+        trained = {qa.question for qa in shapes.questions(scene, "en")}
+        for qa, (kind, template, _, answer) in zip(shapes.questions(scene, "en"),
+                                                   question_specs(scene), strict=True):
+            said = paraphrase.reword_question(scene, qa.question, rng)
+            assert said not in trained, said
+            assert kind == qa.kind and answer == qa.answer
+            specs_seen.add(f"{kind}/{template}")
+    assert specs_seen == set(wordings), "every held-out template is used, and every kind of question has some"
+    with pytest.raises(ValueError, match="not a question"):
+        paraphrase.reword_question(shapes.sample_scene(random.Random(0)), "what is the capital of France?", rng)

@@ -39,7 +39,10 @@ class QA:
 QA_KINDS = ("colour", "shape", "count", "exists", "position")
 
 
-def _question_specs(scene: Scene) -> list[tuple[str, str, object, str]]:
+def question_specs(scene: Scene) -> list[tuple[str, str, object, str]]:
+    """The language-neutral questions about `scene`: (kind, template, argument, answer), in `questions`' order.
+    A template names what the question is about ("at" a position, "the_shape", "pair", ...); `english_slots(arg)`
+    gives the words a wording of it needs."""
     objs = scene.objects
     shapes, colours, pairs = (Counter(o.shape for o in objs), Counter(o.colour for o in objs),
                               Counter(o.pair for o in objs))
@@ -81,7 +84,7 @@ def _question_specs(scene: Scene) -> list[tuple[str, str, object, str]]:
     return list(dict.fromkeys(specs))
 
 
-# (kind, template) -> the English wording, its slots filled by `_english_slots(arg)`, where `arg` is what the question
+# (kind, template) -> the English wording, its slots filled by `english_slots(arg)`, where `arg` is what the question
 # is about: a position, a shape, a colour or a (colour, shape) pair.
 _ENGLISH: dict[tuple[str, str], str] = {
     ("colour", "at"): "what colour is the shape {where}?",
@@ -98,7 +101,8 @@ _ENGLISH: dict[tuple[str, str], str] = {
 }
 
 
-def _english_slots(arg: object) -> dict[str, str]:
+def english_slots(arg: object) -> dict[str, str]:
+    """The slots an English question template fills from its argument: {where}, {x}, {xs}, {a_x}, {pair}, {a_pair}."""
     if isinstance(arg, tuple):
         return {"pair": pair_phrase(arg), "a_pair": indefinite(pair_phrase(arg))}
     if arg in WHERE:
@@ -139,5 +143,5 @@ def questions(scene: Scene, lang: str = "en") -> list[QA]:
     in the same order, with the same (English) answers.
     """
     check_lang(lang)
-    return [QA(_ENGLISH[kind, template].format(**_english_slots(arg)) if lang == "en" else _KOREAN[kind, template](arg),
-               answer, kind) for kind, template, arg, answer in _question_specs(scene)]
+    return [QA(_ENGLISH[kind, template].format(**english_slots(arg)) if lang == "en" else _KOREAN[kind, template](arg),
+               answer, kind) for kind, template, arg, answer in question_specs(scene)]
