@@ -28,7 +28,7 @@ import inspect
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from tqdm.auto import tqdm
 
 from . import env
+from .batches import BatchSource
 from .weights import check_int, check_real, check_state_dict, load_safetensors, save_safetensors
 
 CKPT_NAME = "train_state.safetensors"
@@ -102,37 +103,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
-
-
-class _BatchSource:
-    """Uniform view of a factory `batches(step)` or an iterable re-iterated per epoch."""
-
-    def __init__(self, batches: Callable[[int], Any] | Iterable[Any]) -> None:
-        self.factory = batches if callable(batches) and not isinstance(batches, Iterable) else None
-        if self.factory is None and not isinstance(batches, Iterable):
-            raise TypeError(f"batches must be a callable step -> batch or an iterable, got {type(batches).__name__}")
-        self.iterable: Any = batches
-        self.it: Iterator[Any] | None = None
-
-    def get(self, step: int) -> Any:
-        if self.factory is not None:
-            return self.factory(step)
-        if self.it is None:
-            self.it = iter(self.iterable)
-        try:
-            return next(self.it)
-        except StopIteration:
-            if self.it is self.iterable:  # a one-shot iterator cannot start a new epoch
-                raise ValueError(f"the batch iterator ran out at step {step}; pass a re-iterable (list, "
-                                 "DataLoader) or a factory step -> batch") from None
-            self.it = iter(self.iterable)
-            return next(self.it)
-
-    def skip_to(self, step: int) -> None:
-        """Replay the data position after a resume: nothing to do for a factory; an iterable is consumed."""
-        if self.factory is None:
-            for s in range(step):
-                self.get(s)
 
 
 # ---- checkpoint state (safetensors + JSON, no pickle) -----------------------------------------------------------
@@ -259,7 +229,7 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
           device: torch.device | str | None = None, amp: bool | None = None,
           ckpt_dir: str | os.PathLike | None = None, ckpt_every: int = 0, resume: bool = False,
           progress: bool = True, on_step: Callable[[int, float], None] | None = None, compile: bool = False,
-          ddp_options: dict | None = None) -> list[float]:
+          ddp_options: dict | None = None, workers: int = 0) -> list[float]:
     """Train `model` in place for `steps` optimizer steps; return the loss of every step.
 
     Args:
@@ -283,6 +253,7 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
             `gradient_as_bucket_view`); the extra key `"bf16_grads": True` sends gradients in bfloat16 (half the
             bytes of the all-reduce; NCCL only). Not `static_graph=True`: with it the ranks of a CLIP run through
             this loop end with different weights (measured, gloo and NCCL).
+        workers: processes making a factory's batches ahead of the step (`minimal.batches`); same run either way.
     Returns:
         list of `steps` floats: the loss at each step (under DDP, the mean over processes), including the steps
         done before a resume.
@@ -304,16 +275,16 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
     net = _wrap(model, device, world_size, compile, ddp_options)
     optimizer = make_optimizer(model, lr, weight_decay, betas)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    source = _BatchSource(batches)
+    source = BatchSource(batches, workers=workers, pin_memory=device.type == "cuda")
 
     ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
     start, history = _resume(ckpt_path, source, model, optimizer, steps) if resume else (0, list[float]())
 
     bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
-    for step in range(start, steps):
+    for step, cpu_batch in zip(range(start, steps), source.stream(start, steps), strict=True):
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup, min_lr_ratio)
-        batch = to_device(source.get(step), device)
+        batch = to_device(cpu_batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(net, batch) if two_args else loss_fn(batch)
         _check_loss(loss, step)
@@ -361,7 +332,7 @@ def _check_args(steps: int, warmup: int, ckpt_every: int, resume: bool, ckpt_dir
         raise ValueError("ckpt_every/resume need a ckpt_dir")
 
 
-def _resume(ckpt_path: Path | None, source: _BatchSource, model: nn.Module, optimizer: torch.optim.Optimizer,
+def _resume(ckpt_path: Path | None, source: BatchSource, model: nn.Module, optimizer: torch.optim.Optimizer,
             steps: int) -> tuple[int, list[float]]:
     """(step, history) to continue from: the checkpoint's, with the data replayed up to it, or (0, []) if none."""
     if ckpt_path is None or not ckpt_path.exists():

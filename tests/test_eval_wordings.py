@@ -79,7 +79,7 @@ def test_held_out_questions_are_never_a_training_question_and_keep_the_kind():
     rng = random.Random(5)
     for _ in range(300):
         scene = shapes.sample_scene(rng, None, "any")
-        trained = {qa.question for qa in shapes.questions(scene, "en")}
+        trained = {qa.question for k in range(40) for qa in shapes.questions(scene, "en", random.Random(k))}
         for qa, (kind, template, _, answer) in zip(shapes.questions(scene, "en"),
                                                    question_specs(scene), strict=True):
             said = paraphrase.reword_question(scene, qa.question, rng)
@@ -89,3 +89,17 @@ def test_held_out_questions_are_never_a_training_question_and_keep_the_kind():
     assert specs_seen == set(wordings), "every held-out template is used, and every kind of question has some"
     with pytest.raises(ValueError, match="not a question"):
         paraphrase.reword_question(shapes.sample_scene(random.Random(0)), "what is the capital of France?", rng)
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_varied_training_questions_keep_kind_and_answer_and_vary(lang):
+    rng = random.Random(11)
+    for _ in range(100):
+        scene = shapes.sample_scene(rng, None, "any")
+        world = shapes.questions(scene, lang)
+        drawn = [shapes.questions(scene, lang, random.Random(k)) for k in range(12)]
+        for qas in drawn:
+            assert [(q.kind, q.answer) for q in qas] == [(q.kind, q.answer) for q in world]
+        wordings = {q.question for qas in drawn for q in qas}
+        assert wordings - {q.question for q in world}     # other wordings than the world's are drawn
+        assert all(w.strip() and "{" not in w for w in wordings)

@@ -216,3 +216,24 @@ def test_ddp_under_torchrun_equals_single_process(tmp_path):
     assert np.allclose(ca["history"], cb["history"], atol=1e-6)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_workers_give_the_same_run_as_the_training_process():
+    """Batches made ahead in worker processes are the factory's own: same losses, same weights, same torch RNG
+    afterwards (the workers' seeds do not come from the global generator), and the order of steps is kept."""
+    def run(workers):
+        torch.manual_seed(3)
+        model = _Net(0)
+        hist = train(model, _loss, _batch, steps=12, lr=1e-2, warmup=2, progress=False, device="cpu",
+                     workers=workers)
+        return hist, model.state_dict(), torch.rand(1)
+
+    (h0, w0, r0), (h2, w2, r2) = run(0), run(2)
+    assert h0 == h2 and r0 == r2
+    assert all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+@pytest.mark.parametrize("workers", [-1, 1.5, "2"])
+def test_bad_workers_are_named(workers):
+    with pytest.raises((TypeError, ValueError), match="workers"):
+        train(_Net(0), _loss, _batch, steps=2, progress=False, device="cpu", workers=workers)

@@ -8,6 +8,7 @@ only asked when exactly one object is an X; positions are always unique (one obj
 
 from __future__ import annotations
 
+import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -101,6 +102,35 @@ _ENGLISH: dict[tuple[str, str], str] = {
 }
 
 
+# More ways to ask each question, for instruction tuning only (`questions(..., rng=)`), so that the MLLM learns to
+# read a question rather than match eleven templates. The wordings the course *evaluates* with are a separate set
+# kept outside this package, which no training code reads; none of these is one of them (a test checks).
+_ENGLISH_MORE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("colour", "at"): ("what is the colour of the shape {where}?", "what colour is the object {where}?",
+                       "name the colour of the thing {where}.", "the shape {where} is what colour?"),
+    ("colour", "the_shape"): ("what is the colour of the {x}?", "what colour has the {x} got?",
+                              "name the colour of the {x}.", "the {x} is what colour?"),
+    ("shape", "at"): ("what is the shape {where}?", "what shape is the object {where}?",
+                      "name the shape {where}.", "what is drawn {where}?"),
+    ("shape", "the_colour"): ("what shape is the {x} one?", "what is the {x} shape?",
+                              "name the shape that is {x}.", "the {x} thing is what shape?"),
+    ("count", "all"): ("how many shapes are in the image?", "how many objects are there?",
+                       "what is the number of shapes?", "how many things are drawn?"),
+    ("count", "shape"): ("how many {xs} are in the image?", "what is the number of {xs}?",
+                         "how many {xs} are drawn?", "how many {xs} do you see?"),
+    ("exists", "pair"): ("is there {a_pair} in the image?", "do you see {a_pair}?",
+                         "is {a_pair} shown?", "has the picture got {a_pair}?"),
+    ("exists", "shape"): ("is there {a_x} in the image?", "do you see {a_x}?",
+                          "is {a_x} shown?", "has the picture got {a_x}?"),
+    ("exists", "colour"): ("is there anything {x}?", "do you see {a_x} shape?",
+                           "is any shape {x}?", "is something {x} drawn?"),
+    ("position", "pair"): ("where is the {pair} placed?", "where do you see the {pair}?",
+                           "what is the position of the {pair}?", "where does the {pair} sit?"),
+    ("position", "shape"): ("where is the {x} placed?", "where do you see the {x}?",
+                            "what is the position of the {x}?", "where does the {x} sit?"),
+}
+
+
 def english_slots(arg: object) -> dict[str, str]:
     """The slots an English question template fills from its argument: {where}, {x}, {xs}, {a_x}, {pair}, {a_pair}."""
     if isinstance(arg, tuple):
@@ -135,13 +165,49 @@ _KOREAN: dict[tuple[str, str], Callable[..., str]] = {
     ("position", "shape"): lambda a: f"{_topic(KO_SHAPES[a])} 어디에 있나요?",
 }
 
-def questions(scene: Scene, lang: str = "en") -> list[QA]:
+# More Korean ways to ask, for instruction tuning only (as `_ENGLISH_MORE`).
+_KOREAN_MORE: dict[tuple[str, str], tuple[Callable[..., str], ...]] = {
+    ("colour", "at"): (lambda a: f"{KO_POSITIONS[a]}의 도형은 어떤 색이에요?",
+                       lambda a: f"{KO_POSITIONS[a]}에 그려진 도형의 색은 무엇인가요?"),
+    ("colour", "the_shape"): (lambda a: f"{KO_SHAPES[a]}의 색은 무엇인가요?",
+                              lambda a: f"{_topic(KO_SHAPES[a])} 어떤 색이에요?"),
+    ("shape", "at"): (lambda a: f"{KO_POSITIONS[a]}에는 무엇이 그려져 있나요?",
+                      lambda a: f"{KO_POSITIONS[a]}의 도형은 무슨 모양이에요?"),
+    ("shape", "the_colour"): (lambda a: f"{KO_COLOURS[a]} 것은 무슨 모양인가요?",
+                              lambda a: f"{KO_COLOURS[a]} 도형의 모양은 무엇인가요?"),
+    ("count", "all"): (lambda a: "그림에 도형이 몇 개예요?", lambda a: "도형은 모두 몇 개인가요?"),
+    ("count", "shape"): (lambda a: f"{_topic(KO_SHAPES[a])} 몇 개인가요?",
+                         lambda a: f"그림에 {_subject(KO_SHAPES[a])} 몇 개 보이나요?"),
+    ("exists", "pair"): (lambda a: f"그림에 {_subject(pair_phrase(a, 'ko'))} 보이나요?",
+                         lambda a: f"{_subject(pair_phrase(a, 'ko'))} 그려져 있나요?"),
+    ("exists", "shape"): (lambda a: f"그림에 {_subject(KO_SHAPES[a])} 보이나요?",
+                          lambda a: f"{_subject(KO_SHAPES[a])} 그려져 있나요?"),
+    ("exists", "colour"): (lambda a: f"{KO_COLOURS[a]} 것이 있나요?",
+                           lambda a: f"그림에 {KO_COLOURS[a]} 도형이 보이나요?"),
+    ("position", "pair"): (lambda a: f"{_topic(pair_phrase(a, 'ko'))} 어디에 그려져 있나요?",
+                           lambda a: f"{pair_phrase(a, 'ko')}의 위치는 어디인가요?"),
+    ("position", "shape"): (lambda a: f"{_topic(KO_SHAPES[a])} 어디에 그려져 있나요?",
+                            lambda a: f"{KO_SHAPES[a]}의 위치는 어디인가요?"),
+}
+
+
+def questions(scene: Scene, lang: str = "en", rng: random.Random | None = None) -> list[QA]:
     """All unambiguous questions about `scene` with single-word English answers (see module docstring).
 
     kinds: colour ("red"), shape ("circle"), count ("one".."three"), exists ("yes"/"no", balanced within every
     scene), position ("left", "right", "top", "bottom", "centre"). lang="ko" words the same questions in Korean,
-    in the same order, with the same (English) answers.
+    in the same order, with the same (English) answers. With `rng`, each question takes one of several wordings
+    (the world's own among them), drawn with it: the training variety of instruction tuning.
     """
     check_lang(lang)
-    return [QA(_ENGLISH[kind, template].format(**english_slots(arg)) if lang == "en" else _KOREAN[kind, template](arg),
-               answer, kind) for kind, template, arg, answer in question_specs(scene)]
+    return [QA(_wording(kind, template, arg, lang, rng), answer, kind)
+            for kind, template, arg, answer in question_specs(scene)]
+
+
+def _wording(kind: str, template: str, arg: object, lang: str, rng: random.Random | None) -> str:
+    """One question of `kind`/`template` about `arg`: the world's wording, or (with `rng`) one drawn among all."""
+    if lang == "en":
+        english = (_ENGLISH[kind, template],) + (_ENGLISH_MORE[kind, template] if rng else ())
+        return (rng.choice(english) if rng else english[0]).format(**english_slots(arg))
+    korean = (_KOREAN[kind, template],) + (_KOREAN_MORE[kind, template] if rng else ())
+    return (rng.choice(korean) if rng else korean[0])(arg)
