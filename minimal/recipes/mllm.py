@@ -186,9 +186,9 @@ class MLLMRecipe:
     """
 
     seed: int = 0
-    # The last encoder layer with [CLS] kept read best in the projector-only search (mllm_search.json); rank-4
-    # LoRA on the LLM's MLP layers (gate/up/down), trained in stage 2, answered best at the same budget in the
-    # LoRA search (mllm_lora_search.json).
+    # The last encoder layer with [CLS] kept read best in the projector-only search, rank-4 LoRA on the LLM's MLP
+    # layers (gate/up/down), trained in stage 2, answered best at the same budget in the LoRA search
+    # (benchmarks/results/mllm_search.json, mllm_lora_search.json).
     mllm: dict = field(default_factory=lambda: asdict(MLLMConfig(
         feature_layer=-1, use_cls=True, lora_rank=4, lora_targets=["gate_proj", "up_proj", "down_proj"])))
     stage1_steps: int = 80          # stage 1: caption alignment, the projector alone
