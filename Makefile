@@ -50,10 +50,10 @@ checkpoints: setup
 	$(BIN)/python -m minimal.recipes.output_side generator
 	$(BIN)/python -m minimal.recipes.output_side projector
 
-# The shipped MLLM adapters: one GPU, about 8 minutes (on a 2-core CPU use `python -m minimal.recipes.mllm`, the
-# 13-minute recipe with 43x less stage-2 data, which answers about two thirds of the questions).
+# The shipped MLLM adapters: one GPU, about 7 minutes on an H200 (on a 2-core CPU `python -m minimal.recipes.mllm
+# --device cpu` trains the CPU cut of the recipe in about 15 minutes; it answers less well, see chapter 08).
 mllm: setup
-	$(BIN)/python -m minimal.recipes.mllm --set stage2_batch=64 --stage2-steps 800
+	$(BIN)/python -m minimal.recipes.mllm --device cuda
 
 benchmarks: setup
 	$(BIN)/python benchmarks/quality.py --seed 12345

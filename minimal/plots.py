@@ -59,12 +59,16 @@ def as_image_array(image: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray
 
 
 def image_grid(images: Sequence, titles: Sequence[str] | None = None, cols: int = 6, size: float = 1.8,
-               title_size: int = 8, suptitle: str | None = None) -> plt.Figure:
-    """A gallery: images in a grid with an optional title (caption, label, answer…) under each."""
+               title_size: int = 8, suptitle: str | None = None,
+               title_colours: Sequence[str] | None = None) -> plt.Figure:
+    """A gallery: images in a grid with an optional title (caption, label, answer…) under each; `title_colours`
+    (one matplotlib colour per image) colours the titles, e.g. green for a right answer and red for a wrong one."""
     if len(images) == 0:
         raise ValueError("image_grid needs at least one image")
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    if title_colours is not None and len(title_colours) != len(images):
+        raise ValueError(f"{len(images)} images but {len(title_colours)} title colours")
     cols = min(cols, len(images))
     rows = -(-len(images) // cols)
     # Wrap each caption to the image's width so neighbours never overlap (Hangul glyphs are about twice as wide).
@@ -79,7 +83,8 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, cols: int 
         ax = axes.flat[i]
         ax.imshow(as_image_array(image), interpolation="nearest")
         if wrapped is not None:
-            ax.set_title(wrapped[i], fontsize=title_size)
+            colour = {"color": title_colours[i]} if title_colours is not None else {}
+            ax.set_title(wrapped[i], fontsize=title_size, **colour)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -139,6 +144,67 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="k" if v > middle else "w")
     ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str = "",
+                 ylabel: str = "accuracy", errors: dict[str, Any] | None = None,
+                 line: float | None = None, ax: plt.Axes | None = None) -> plt.Figure:
+    """Bars grouped along x: one group per name in `groups` (G), one bar per key of `series` (each G values).
+    `errors` (same keys) draws whiskers: G half-widths, or a (2, G) pair of lengths below and above each bar (an
+    asymmetric interval); `line` a dashed horizontal target (e.g. 0.9). The legend sits under the axes."""
+    if not series or any(len(v) != len(groups) for v in series.values()):
+        raise ValueError(f"every series needs one value per group ({len(groups)})")
+    fig: Any
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(groups) * len(series), 3.8))
+    else:
+        fig = ax.figure
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        err = None if errors is None or name not in errors else np.asarray(errors[name], dtype=np.float64)
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, np.asarray(values, dtype=np.float64), width * 0.92,
+               yerr=err, capsize=2, error_kw={"lw": 0.8}, label=name)
+    if line is not None:
+        ax.axhline(line, color="k", ls="--", lw=1, label=f"{line:g}")
+    ax.set_xticks(x, list(groups))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(series) + (line is not None),
+              frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def attention_overlay(image: Image.Image | torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray,
+                      title: str = "", ax: plt.Axes | None = None, cmap: str = "autumn") -> plt.Figure:
+    """An image (H, W) with a patch-grid heat map on top: `weights` (h, w), e.g. attention to the 4×4 patches of a
+    32-pixel image. Each cell covers its H/h × W/w pixels (block upsampling: a patch is one value), coloured and made
+    opaque in proportion to its weight relative to the largest, so lightly weighted patches keep showing the image;
+    the patch grid is drawn in thin lines."""
+    w = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights, float)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be a 2-D patch grid (h, w), got shape {w.shape}")
+    array = as_image_array(image)
+    height, width = array.shape[:2]
+    fig: Any
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(2.4, 2.6))
+    else:
+        fig = ax.figure
+    rel = w / max(float(w.max()), 1e-12)
+    rgba = plt.get_cmap(cmap)(1 - rel)          # the strongest patch darkest red
+    rgba[..., 3] = 0.85 * rel
+    ax.imshow(array, interpolation="nearest", extent=(0, width, height, 0))
+    ax.imshow(rgba, interpolation="nearest", extent=(0, width, height, 0))
+    for k in range(1, w.shape[1]):
+        ax.axvline(k * width / w.shape[1], color="0.5", lw=0.4)
+    for k in range(1, w.shape[0]):
+        ax.axhline(k * height / w.shape[0], color="0.5", lw=0.4)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
     return fig
 
 

@@ -10,9 +10,9 @@ Both stages go through the course's one loop, `minimal.train.train`:
   LLM's own weights never change. A projector alone could not teach the frozen 135 M LLM to answer (chapter 08);
   LLaVA-1.5 unfreezes its whole LLM here, its LoRA variant trains adapters, as we do.
 
-Where it is trained: the shipped checkpoint on one GPU (`--recipe gpu`, ≈ 8 minutes on an H100/H200, 64
-conversations a step); the same command with `--recipe cpu` cuts stage 2 to fit ≈ 15 minutes of a 2-core CPU and
-answers less well (figures on the card and in chapter 08).
+Where it is trained: the shipped checkpoint on one GPU (`--recipe gpu`, ≈ 7 minutes on an H200, 64
+conversations a step, batches made by worker processes); the same command with `--recipe cpu` cuts stage 2 to
+fit ≈ 15 minutes of a 2-core CPU and answers less well (figures on the card and in chapter 08).
 
     python -m minimal.recipes.mllm --device cuda   # both stages, writes data/checkpoints/mllm_adapters.* + card
     python -m minimal.recipes.mllm --device cpu    # the CPU cut (--recipe cpu), same files
@@ -194,7 +194,8 @@ class MLLMRecipe:
     stage1_steps: int = 80          # stage 1: caption alignment, the projector alone
     stage1_batch: int = 16
     stage1_lr: float = 6e-3         # 3x the first search's lr, which the recipe search found better
-    stage2_steps: int = 800         # stage 2: six-turn conversations; more steps of more data kept helping
+    stage2_steps: int = 1350        # stage 2: six-turn conversations; what 7.5 minutes of one H200 held (the
+                                    # shipped run: --budget-minutes 7.5); more steps of more data kept helping
     stage2_batch: int = 64
     stage2_lr: float = 3e-3
     stage2_turns: int = 6           # questions per conversation (one image, several answers per forward pass)
@@ -290,7 +291,7 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, MLLMRecipe]
     parser = argparse.ArgumentParser(prog="python -m minimal.recipes.mllm", description=main.__doc__)
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best one here)")
     parser.add_argument("--recipe", choices=("gpu", "cpu"), default=None,
-                        help="gpu: the shipped recipe (≈8 minutes on an H100/H200); cpu: cut to ≈15 minutes of a "
+                        help="gpu: the shipped recipe (≈7 minutes on an H200); cpu: cut to ≈15 minutes of a "
                         "2-core CPU (default: gpu on a CUDA device, cpu elsewhere)")
     parser.add_argument("--workers", type=int, default=None, help="processes making batches ahead of the step "
                         "(default: on CUDA min(8, CPU cores - 2), else 0)")
