@@ -31,6 +31,7 @@ from minimal.recipes.mllm import (
     eval_set,
     evaluate_captions,
     evaluate_vqa,
+    korean_batch,
     make_batches,
     normalise_answer,
     qa_turns,
@@ -277,3 +278,12 @@ def test_instruction_aware_image_tokens_depend_on_the_question(llm):
     batch = make_batches(mllm, 2, batch_size=2, seed=0, n_turns=3)(0)   # the image before every question
     assert batch["images"].shape[0] == int((batch["input_ids"] == IMAGE_TOKEN_ID).sum()) // 5 == 6
     assert torch.isfinite(mllm.loss(batch))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.5, 1.0])
+def test_korean_batches_are_the_share_of_every_window(share):
+    """Exactly `share` of any run of consecutive stage-2 batches is Korean (±1), so a few timed steps see the mix."""
+    flags = [korean_batch(step, share) for step in range(400)]
+    for start in (0, 7, 131):
+        for length in (8, 16, 100):
+            assert abs(sum(flags[start:start + length]) - share * length) <= 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import random
 import re
@@ -85,12 +86,20 @@ def qa_turns(scene: Scene, rng: random.Random, n_turns: int = 3, caption_prob: f
     return turns
 
 
+def korean_batch(step: int, share: float) -> bool:
+    """Whether stage-2 batch `step` is asked in Korean: exactly a `share` of any run of consecutive batches is
+    (every 4th for 0.25), spread evenly. One language per batch, because a Korean conversation has ~1.9x the tokens
+    of an English one and a mixed batch would pad every row to it; evenly spread, so that a few timed steps
+    (`stage2_step_seconds`) see the run's mix."""
+    return math.floor((step + 1) * share) > math.floor(step * share)
+
+
 def make_batches(mllm: MLLM, stage: int, batch_size: int, seed: int = 0, split: str = "train", korean: float = 0.0,
                  **qa_kwargs):
     """A batch factory ``step -> batch`` (deterministic per step, so resuming is exact) for stage 1 or 2.
 
     Each batch draws fresh scenes (the world is infinite: no epochs, no overfitting to a fixed set); in stage 2 a
-    share `korean` of the batches is asked in Korean. `qa_kwargs` go to `qa_turns`.
+    share `korean` of the batches is asked in Korean (`korean_batch`). `qa_kwargs` go to `qa_turns`.
     batch: input_ids / attention_mask / labels (B, T) and images (B, 3, 32, 32).
     """
     if stage not in (1, 2):
@@ -101,9 +110,8 @@ def make_batches(mllm: MLLM, stage: int, batch_size: int, seed: int = 0, split: 
         scenes = [sample_scene(rng, None, split) for _ in range(batch_size)]
         images = torch.stack([to_tensor(render(s, 32, rng.randrange(2**31))) for s in scenes])
         every = mllm.cfg.instruction_aware
-        lang = "ko" if stage == 2 and rng.random() < korean else "en"   # a batch in one language: Korean
-        turns = [caption_turns(s) if stage == 1 else                       # runs ~1.9x the tokens, and a mixed
-                 qa_turns(s, rng, image_every_turn=every, lang=lang, **qa_kwargs)   # batch would pad to them
+        lang = "ko" if stage == 2 and korean_batch(step, korean) else "en"
+        turns = [caption_turns(s) if stage == 1 else qa_turns(s, rng, image_every_turn=every, lang=lang, **qa_kwargs)
                  for s in scenes]
         out = mllm.collate([mllm.tokenize(t) for t in turns])
         uses = torch.tensor([sum(user.count(IMAGE_TOKEN) for user, _ in t) for t in turns])
