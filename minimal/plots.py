@@ -344,3 +344,37 @@ def embedding_map(points: torch.Tensor | np.ndarray, groups: Sequence[str], titl
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def stacked_barh(rows: dict[str, dict[str, float]], title: str = "", xlabel: str = "",
+                 markers: dict[str, dict[str, float]] | None = None, caption: str = "") -> plt.Figure:
+    """Horizontal stacked bars, first row on top: `rows` maps a bar's label to its parts (part name -> length, e.g.
+    ms per step by kernel kind); a part keeps one colour across bars, the largest in total leftmost. `markers` maps a
+    marker's name to {bar label: x} (e.g. a measured total beside the sum of the parts); `caption`: a line below."""
+    totals: dict[str, float] = {}
+    for segments in rows.values():
+        for part, length in segments.items():
+            totals[part] = totals.get(part, 0.0) + length
+    parts = sorted(totals, key=lambda part: -totals[part])
+    colours = plt.get_cmap("tab10" if len(parts) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 1.9))
+    y = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for k, part in enumerate(parts):
+        width = np.array([segments.get(part, 0.0) for segments in rows.values()], dtype=np.float64)
+        ax.barh(y, width, left=left, height=0.7, color=colours(k), label=part)
+        left += width
+    for (name, xs), (shape, colour) in zip((markers or {}).items(), [("|", "k"), ("D", "#c0392b"), ("o", "0.4")],
+                                          strict=False):
+        at = [(i, xs[label]) for i, label in enumerate(rows) if label in xs]
+        ax.scatter([x for _, x in at], [i for i, _ in at], marker=shape, color=colour, s=160 if shape == "|" else 30,
+                   linewidths=2, zorder=3, label=name)
+    ax.set_yticks(y, list(rows))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=8, color="0.3", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
+    return fig
