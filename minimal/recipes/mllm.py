@@ -6,13 +6,11 @@ Both stages go through the course's one loop, `minimal.train.train`:
   the image." → the full caption ("a small red circle on the left ...").
   stage 2 (instruction tuning / 지시 튜닝): multi-turn conversations of the world's questions (colour, shape,
   count, exists, position) with one-word answers, each also asking for the caption so stage 1's skill is kept. The
-  projector and, in the shipped recipe, rank-4 LoRA adapters (`minimal.lora`) on the LLM's MLP layers learn; the
-  LLM's own weights never change. A projector alone could not teach the frozen 135 M LLM to answer (chapter 08);
-  LLaVA-1.5 unfreezes its whole LLM here, its LoRA variant trains adapters, as we do.
+  projector and rank-4 LoRA adapters (`minimal.lora`) on the LLM's MLP layers learn; the LLM's own weights never
+  change (LLaVA-1.5 unfreezes its whole LLM here; its LoRA variant trains adapters, as we do).
 
-Where it is trained: the shipped checkpoint on one GPU (`--recipe gpu`, ≈ 7 minutes on an H200, 64
-conversations a step, batches made by worker processes); the same command with `--recipe cpu` cuts stage 2 to
-fit ≈ 15 minutes of a 2-core CPU and answers less well (figures on the card and in chapter 08).
+Shipped: trained on one GPU (`--recipe gpu`, ≈ 7 minutes on an H200); `--recipe cpu` cuts stage 2 to ≈ 15 minutes
+of a 2-core CPU and answers less well (figures on the card and in chapter 08):
 
     python -m minimal.recipes.mllm --device cuda   # both stages, writes data/checkpoints/mllm_adapters.* + card
     python -m minimal.recipes.mllm --device cpu    # the CPU cut (--recipe cpu), same files
@@ -87,19 +85,15 @@ def qa_turns(scene: Scene, rng: random.Random, n_turns: int = 3, caption_prob: f
 
 
 def korean_batch(step: int, share: float) -> bool:
-    """Whether stage-2 batch `step` is asked in Korean: exactly a `share` of any run of consecutive batches is
-    (every 4th for 0.25), spread evenly. One language per batch, because a Korean conversation has ~1.9x the tokens
-    of an English one and a mixed batch would pad every row to it; evenly spread, so that a few timed steps
-    (`stage2_step_seconds`) see the run's mix."""
+    """Whether stage-2 batch `step` is in Korean: exactly `share` of any consecutive batches (every 4th for 0.25),
+    so timed steps see the run's mix. One language per batch: Korean has ~1.9x the tokens, a mixed batch pads."""
     return math.floor((step + 1) * share) > math.floor(step * share)
 
 
 def make_batches(mllm: MLLM, stage: int, batch_size: int, seed: int = 0, split: str = "train", korean: float = 0.0,
                  **qa_kwargs):
-    """A batch factory ``step -> batch`` (deterministic per step, so resuming is exact) for stage 1 or 2.
-
-    Each batch draws fresh scenes (the world is infinite: no epochs, no overfitting to a fixed set); in stage 2 a
-    share `korean` of the batches is asked in Korean (`korean_batch`). `qa_kwargs` go to `qa_turns`.
+    """A batch factory ``step -> batch`` (deterministic per step, so resuming is exact) for stage 1 or 2: fresh
+    scenes every batch; in stage 2 a share `korean` of the batches in Korean. `qa_kwargs` go to `qa_turns`.
     batch: input_ids / attention_mask / labels (B, T) and images (B, 3, 32, 32).
     """
     if stage not in (1, 2):
@@ -199,11 +193,10 @@ class MLLMRecipe:
     # (benchmarks/results/mllm_search.json, mllm_lora_search.json).
     mllm: dict = field(default_factory=lambda: asdict(MLLMConfig(
         feature_layer=-1, use_cls=True, lora_rank=4, lora_targets=["gate_proj", "up_proj", "down_proj"])))
-    stage1_steps: int = 80          # stage 1: caption alignment, the projector alone
+    stage1_steps: int = 80          # stage 1: caption alignment
     stage1_batch: int = 16
     stage1_lr: float = 6e-3         # 3x the first search's lr, which the recipe search found better
-    stage2_steps: int = 1350        # stage 2: six-turn conversations; what 7.5 minutes of one H200 held (the
-                                    # shipped run: --budget-minutes 7.5); more steps of more data kept helping
+    stage2_steps: int = 1350        # six-turn conversations: what 7.5 minutes of one H200 held (--budget-minutes)
     stage2_batch: int = 64
     stage2_lr: float = 3e-3
     stage2_turns: int = 6           # questions per conversation (one image, several answers per forward pass)
@@ -260,8 +253,8 @@ def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2
 
 def stage2_step_seconds(mllm: MLLM, recipe: MLLMRecipe, device: str | torch.device | None = None,
                         workers: int = 0, probe: int = 24) -> float:
-    """Seconds a stage-2 step takes on this machine: `probe` steps of the recipe's stage-2 batches run at learning
-    rate 0 (AdamW then changes no weight), the first third discarded as warm-up, the rest averaged."""
+    """Seconds a stage-2 step takes here: `probe` steps at learning rate 0 (no weight changes), the first third
+    discarded as warm-up."""
     stamps: list[float] = []
     batches = make_batches(mllm, 2, recipe.stage2_batch, recipe.seed, korean=recipe.stage2_korean,
                            n_turns=recipe.stage2_turns, caption_prob=recipe.stage2_caption_prob,
@@ -350,12 +343,11 @@ def _card(mllm: MLLM, recipe: MLLMRecipe, args: argparse.Namespace, command: str
     counts = mllm.parameter_counts()
     lora = (f" and rank-{mllm.cfg.lora_rank} LoRA adapters on the LLM's {'/'.join(mllm.cfg.lora_targets)}"
             if mllm.cfg.lora_rank else "")
-    card = {
+    return {
         "what": "trained parts of the course's MLLM (tiny CLIP vision tower -> input projector -> "
                 f"SmolLM2-135M-Instruct): the input projector{lora}, chapter 08",
         "command": command, "recipe_name": args.recipe, "budget_minutes": args.budget_minutes,
-        "recipe": asdict(recipe), "workers": args.workers,
-        "parameters": counts, "image_tokens": mllm.n_image_tokens,
+        "recipe": asdict(recipe), "workers": args.workers, "parameters": counts, "image_tokens": mllm.n_image_tokens,
         "trained_fraction": counts["trainable"] / counts["total"], "metrics": metrics,
         "history": {f"stage{k}": [round(x, 4) for x in v] for k, v in histories.items()},
         "train_seconds": seconds, "machine": env.machine(args.device), "device": str(args.device),
@@ -365,7 +357,6 @@ def _card(mllm: MLLM, recipe: MLLMRecipe, args: argparse.Namespace, command: str
         "vision": "data/checkpoints/tiny_clip.safetensors, visual tower, frozen",
         "files": {"stage2": Path(args.out).name, "stage1": stage1_path(args.out).name},
     }
-    return card
 
 
 def main(argv: list[str] | None = None) -> dict:
