@@ -1,7 +1,8 @@
-"""The first cell of every chapter, as one call: device, seed, fast mode, the Korean font, a clock.
+"""The first cell of every chapter, as one call: language, device, seed, fast mode, the Korean font, a clock.
 
     from minimal import notebook
-    ch = notebook.setup()             # prints what it chose
+    LANG = "en"                       # "ko" in the Korean edition, chapters/ko/
+    ch = notebook.setup(lang=LANG)    # prints what it chose
     device, FAST = ch.device, ch.fast
     ...
     print(f"chapter run time: {ch.elapsed():.0f} s")
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import env, plots
+from . import env, i18n, plots
+from .i18n import tr
 
 
 @dataclass
@@ -32,11 +34,15 @@ class Chapter:
         return time.time() - self.start
 
 
-def setup(seed: int = 0, device: str | None = None) -> Chapter:
-    """Pick the device (`device` forces one, e.g. "cpu"), seed every generator, read the fast-mode switch and
-    install the Korean font for figures; print one line saying what was chosen."""
+def setup(seed: int = 0, device: str | None = None, lang: str = "en") -> Chapter:
+    """Set the language of the chapter's messages (`lang`: "en" or "ko", see `minimal.i18n`), pick the device
+    (`device` forces one, e.g. "cpu"), seed every generator, read the fast-mode switch and install the Korean font
+    for figures; print one line saying what was chosen."""
+    i18n.set_language(lang)
     picked = env.pick_device(device)
     env.seed_everything(seed)
     chapter = Chapter(picked, env.fast_mode(), plots.use_korean_font())
-    print(f"mode: {'fast' if chapter.fast else 'full'} | seed {seed} | Korean font for figures: {chapter.korean_font}")
+    mode = tr("fast") if chapter.fast else tr("full")
+    print(tr("mode: {mode} | seed {seed} | Korean font for figures: {font}", mode=mode, seed=seed,
+             font=chapter.korean_font))
     return chapter
