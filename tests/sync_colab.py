@@ -30,7 +30,8 @@ def repo_url() -> str:
 
 def badge(url: str, notebook: Path) -> str:
     github_path = url.removeprefix("https://github.com/")
-    target = f"https://colab.research.google.com/github/{github_path}/blob/main/chapters/{notebook.name}"
+    where = "chapters/ko" if notebook.parent.name == "ko" else "chapters"     # the Korean edition lives in chapters/ko
+    target = f"https://colab.research.google.com/github/{github_path}/blob/main/{where}/{notebook.name}"
     return f"[![Open In Colab]({BADGE_IMG})]({target})"
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str]) -> int:
     write = "--write" in argv
     url = repo_url()
     named = [Path(a).resolve() for a in argv if a != "--write"]
-    found = [p for nb in (named or sorted(CHAPTERS.glob("*.ipynb"))) for p in problems(nb, url, write)]
+    found = [p for nb in (named or sorted(CHAPTERS.glob("*.ipynb")) + sorted(CHAPTERS.glob("ko/*.ipynb"))) for p in problems(nb, url, write)]
     print("\n".join(found) or "all chapters agree with pyproject.toml")
     return 1 if found and not write else 0
 

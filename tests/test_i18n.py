@@ -8,6 +8,7 @@
 """
 
 import ast
+import importlib.util
 import json
 import re
 import warnings
@@ -24,6 +25,11 @@ from matplotlib.ft2font import FT2Font  # noqa: E402
 from minimal import i18n, plots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# tests/sync_colab.py is a script as well as a module; load it by path (tests/ is not a package)
+_spec = importlib.util.spec_from_file_location("sync_colab", ROOT / "tests" / "sync_colab.py")
+sync_colab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sync_colab)
+
 ENGLISH = sorted((ROOT / "chapters").glob("*.ipynb"))
 KOREAN_DIR = ROOT / "chapters" / "ko"
 LANG_LINE = re.compile(r'^LANG = "(en|ko)"', re.M)
@@ -116,6 +122,11 @@ def pair(request) -> tuple[Path, Path]:
 def test_english_chapters_name_their_language_once():
     for path in ENGLISH:
         assert LANG_LINE.findall("\n".join(_cells(path, "code"))) == ["en"], f"{path.name}: one LANG = \"en\" line"
+
+
+def test_colab_badge_opens_the_korean_notebook(pair):
+    _, korean = pair
+    assert sync_colab.problems(korean, sync_colab.repo_url()) == [], "run `make sync-urls`"
 
 
 def test_code_cells_are_the_english_ones_with_lang_ko(pair):
