@@ -103,7 +103,8 @@ def main(argv: list[str]) -> int:
     write = "--write" in argv
     url = repo_url()
     named = [Path(a).resolve() for a in argv if a != "--write"]
-    found = [p for nb in (named or sorted(CHAPTERS.glob("*.ipynb")) + sorted(CHAPTERS.glob("ko/*.ipynb"))) for p in problems(nb, url, write)]
+    notebooks = named or sorted(CHAPTERS.glob("*.ipynb")) + sorted(CHAPTERS.glob("ko/*.ipynb"))
+    found = [p for nb in notebooks for p in problems(nb, url, write)]
     print("\n".join(found) or "all chapters agree with pyproject.toml")
     return 1 if found and not write else 0
 
