@@ -19,6 +19,8 @@ import torch
 from matplotlib import font_manager
 from PIL import Image
 
+from .i18n import language, tr
+
 KOREAN_FONT = "NanumGothic"
 
 
@@ -100,7 +102,7 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(out)
 
 
-def loss_curve(losses: Sequence[float] | dict[str, Sequence[float]], title: str = "training loss",
+def loss_curve(losses: Sequence[float] | dict[str, Sequence[float]], title: str | None = None,
                smooth: int = 1) -> plt.Figure:
     """Loss against step; a dict draws one curve per key. `smooth` > 1 applies a running mean."""
     series = losses if isinstance(losses, dict) else {"loss": losses}
@@ -110,9 +112,9 @@ def loss_curve(losses: Sequence[float] | dict[str, Sequence[float]], title: str 
         if smooth > 1 and len(values) >= smooth:
             values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
         ax.plot(values, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_xlabel(tr("step"))
+    ax.set_ylabel(tr("loss"))
+    ax.set_title(tr("training loss") if title is None else title)
     if len(series) > 1:
         ax.legend()
     fig.tight_layout()
@@ -148,7 +150,7 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
 
 
 def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str = "",
-                 ylabel: str = "accuracy", errors: dict[str, Any] | None = None,
+                 ylabel: str | None = None, errors: dict[str, Any] | None = None,
                  line: float | None = None, ax: plt.Axes | None = None) -> plt.Figure:
     """Bars grouped along x: one group per name in `groups` (G), one bar per key of `series` (each G values).
     `errors` (same keys) draws whiskers: G half-widths, or a (2, G) pair of lengths below and above each bar (an
@@ -169,7 +171,7 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
     if line is not None:
         ax.axhline(line, color="k", ls="--", lw=1, label=f"{line:g}")
     ax.set_xticks(x, list(groups))
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(tr("accuracy") if ylabel is None else ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(series) + (line is not None),
               frameon=False)
@@ -208,58 +210,62 @@ def attention_overlay(image: Image.Image | torch.Tensor | np.ndarray, weights: t
     return fig
 
 
-# The five components of a multimodal LLM (book §14.1.1), left to right along the data flow.
+# The five components of a multimodal LLM (book §14.1.1), left to right along the data flow: English, Korean.
 FIVE_COMPONENTS = (
-    ("modality encoder", "모달리티 인코더", "e.g. CLIP ViT"),
-    ("input projector", "입력 프로젝터", "linear / MLP"),
-    ("LLM backbone", "LLM 백본", "e.g. Llama, SmolLM2"),
-    ("output projector", "출력 프로젝터", "hidden state -> condition"),
-    ("modality generator", "모달리티 생성기", "e.g. Stable Diffusion"),
+    ("modality encoder", "모달리티 인코더"),
+    ("input projector", "입력 프로젝터"),
+    ("LLM backbone", "LLM 백본"),
+    ("output projector", "출력 프로젝터"),
+    ("modality generator", "모달리티 생성기"),
 )
 
 
 def five_components(trained: Sequence[str] = ("input projector", "output projector"),
-                    title: str = "A multimodal LLM: five components") -> plt.Figure:
-    """Draw the five components as a flow, frozen ones in blue, trained ones in orange.
+                    title: str | None = None) -> plt.Figure:
+    """Draw the five components as a flow, frozen ones in blue, trained ones in orange; each box names its
+    component in the chapter's language, with the other language's name under it (Korean only if a font has it).
 
-    `trained` names the components that learn; the default is the usual recipe (only the projectors).
+    `trained` names (in English) the components that learn; the default is the usual recipe (only the projectors).
     """
-    unknown = set(trained) - {name for name, _, _ in FIVE_COMPONENTS}
+    unknown = set(trained) - {name for name, _ in FIVE_COMPONENTS}
     if unknown:
         raise ValueError(f"unknown component(s) {sorted(unknown)}; choose from {[c[0] for c in FIVE_COMPONENTS]}")
     has_korean = use_korean_font()
+    examples = (tr("e.g. CLIP ViT"), tr("linear / MLP"), tr("e.g. Llama, SmolLM2"), tr("hidden state -> condition"),
+                tr("e.g. Stable Diffusion"))
     fig, ax = plt.subplots(figsize=(13, 3.6))
     ax.set_xlim(-1.3, 2.3 * len(FIVE_COMPONENTS) + 0.3)
     ax.set_ylim(-1.6, 2.4)
     ax.axis("off")
     arrow = dict(arrowstyle="-|>", color="0.3", lw=1.5)
-    for i, (name, korean, example) in enumerate(FIVE_COMPONENTS):
+    for i, ((name, korean), example) in enumerate(zip(FIVE_COMPONENTS, examples, strict=True)):
         x = 2.3 * i
         learns = name in trained
         box = plt.Rectangle((x, 0), 1.9, 1.4, facecolor="#f8b26a" if learns else "#a9cce3",
                             edgecolor="0.2", lw=1.2)
         ax.add_patch(box)
-        ax.text(x + 0.95, 0.98, name, ha="center", va="center", fontsize=10, weight="bold")
-        if has_korean:
-            ax.text(x + 0.95, 0.66, korean, ha="center", va="center", fontsize=9)
+        first, second = (name, korean if has_korean else "") if language() == "en" else (korean, name)
+        ax.text(x + 0.95, 0.98, first, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x + 0.95, 0.66, second, ha="center", va="center", fontsize=9)
         ax.text(x + 0.95, 0.3, example, ha="center", va="center", fontsize=8, style="italic", color="0.25")
-        ax.text(x + 0.95, 1.6, "trained" if learns else "frozen", ha="center", fontsize=9,
+        ax.text(x + 0.95, 1.6, tr("trained") if learns else tr("frozen"), ha="center", fontsize=9,
                 color="#c0392b" if learns else "#1f618d", weight="bold")
         if i:
             ax.annotate("", xy=(x, 0.7), xytext=(x - 0.4, 0.7), arrowprops=arrow)
     llm_x = 2.3 * 2 + 0.95
     ax.annotate("", xy=(-0.02, 0.7), xytext=(-1.0, 0.7), arrowprops=arrow)
-    ax.text(-1.15, 0.7, "image", ha="right", va="center", fontsize=9)
+    ax.text(-1.15, 0.7, tr("image"), ha="right", va="center", fontsize=9)
     ax.annotate("", xy=(llm_x, 0), xytext=(llm_x, -0.9), arrowprops=arrow)
-    ax.text(llm_x, -1.1, "text prompt (tokens)", ha="center", va="top", fontsize=9)
+    ax.text(llm_x, -1.1, tr("text prompt (tokens)"), ha="center", va="top", fontsize=9)
     ax.annotate("", xy=(llm_x + 1.6, -0.9), xytext=(llm_x + 0.6, 0), arrowprops=arrow)
-    ax.text(llm_x + 1.7, -1.1, "text answer", ha="center", va="top", fontsize=9)
+    ax.text(llm_x + 1.7, -1.1, tr("text answer"), ha="center", va="top", fontsize=9)
     end = 2.3 * (len(FIVE_COMPONENTS) - 1) + 1.9
     ax.annotate("", xy=(end + 0.45, 0.7), xytext=(end, 0.7), arrowprops=arrow)
-    ax.text(end + 0.5, 0.7, "image", ha="left", va="center", fontsize=9)
-    ax.text(1.0, -1.1, "understanding: encoder -> projector -> LLM", ha="center", va="top", fontsize=8, color="0.35")
-    ax.text(9.2, -1.1, "generation: LLM -> projector -> generator", ha="center", va="top", fontsize=8, color="0.35")
-    ax.set_title(title)
+    ax.text(end + 0.5, 0.7, tr("image"), ha="left", va="center", fontsize=9)
+    for x, flow in ((1.0, tr("understanding: encoder -> projector -> LLM")),
+                    (9.2, tr("generation: LLM -> projector -> generator"))):
+        ax.text(x, -1.1, flow, ha="center", va="top", fontsize=8, color="0.35")
+    ax.set_title(tr("A multimodal LLM: five components") if title is None else title)
     fig.tight_layout()
     return fig
 
@@ -280,7 +286,7 @@ def zero_shot_bars(image, labels: Sequence[str], probs: torch.Tensor | np.ndarra
     ax_bar.barh(range(len(order)), probs[order], color=["#c0392b" if i == order[-1] else "#5d8aa8" for i in order])
     ax_bar.set_yticks(range(len(order)), [labels[i] for i in order], fontsize=9)
     ax_bar.set_xlim(0, 1)
-    ax_bar.set_xlabel("probability")
+    ax_bar.set_xlabel(tr("probability"))
     for y, i in enumerate(order):
         ax_bar.text(min(probs[i] + 0.01, 0.85), y, f"{probs[i]:.2f}", va="center", fontsize=8)
     if title:
@@ -290,7 +296,7 @@ def zero_shot_bars(image, labels: Sequence[str], probs: torch.Tensor | np.ndarra
 
 
 def score_differences(names: Sequence[str], deltas: Sequence[float], title: str = "",
-                      xlabel: str = "zero-shot minus supervised (accuracy points)") -> plt.Figure:
+                      xlabel: str | None = None) -> plt.Figure:
     """The CLIP paper's comparison figure: one horizontal bar per dataset, sorted, green where the first method
     wins (delta > 0) and blue where it loses, each bar labelled with its value."""
     if len(names) != len(deltas) or len(names) == 0:
@@ -308,7 +314,7 @@ def score_differences(names: Sequence[str], deltas: Sequence[float], title: str 
         d = d_all[i]
         ax.text(d + (0.02 if d >= 0 else -0.02) * span, y, f"{d:+.1f}", va="center",
                 ha="left" if d >= 0 else "right", fontsize=9)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(tr("zero-shot minus supervised (accuracy points)") if xlabel is None else xlabel)
     ax.set_title(title)
     fig.tight_layout()
     return fig
