@@ -19,7 +19,9 @@ FLOP/s over the bf16 matmul peak measured in the same run with one large matrix 
 
 `--optimizer fused|foreach` times the whole training step instead: + an AdamW step (weight decay on matrices, as
 `minimal.train`), ours with `clip_loss_distributed` (the gathered loss; one process: the local loss); under
-`graphed` the optimizer is `capturable` and inside the graph. `--batches 256,512,1024` runs the suite once per
+`graphed` the optimizer is `capturable` and inside the graph (that capture hit an illegal memory access on
+2026-11-30 and again on 2026-12-01: not resolved; eager is the whole step's measured setting).
+`--batches 256,512,1024` runs the suite once per
 batch (a sweep, MFU per batch; `sweep` in the JSON). `--profile DIR` groups each profiled step's kernel time into
 the classes of `kernel_category` and adds "launches / idle" = step time − kernel time (the GPU waiting for the
 host), with the top kernels in DIR/profiles.txt.

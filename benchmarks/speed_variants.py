@@ -5,6 +5,16 @@
 Each variant is our model with one method swapped on its instances, so the gain of each idea is measured on the
 same machine, weights and inputs. This file is the record of what was tried (numbers: `benchmarks/results/`):
 
+Since 2026-12-01 "ours" is the model with the dtype-keeping LayerNorm and the unbind(2) q/k/v layout; measured
+against it:
+
+* ours_prev        — the model before that (plain nn.LayerNorm, q/k/v split by permute(2, 0, 3, 1, 4).unbind(0));
+* ours_prev_ln     — ours_prev + the dtype-keeping LayerNorm alone;
+* ours_prev_layout — ours_prev + the unbind(2) layout alone;
+* ours_qkvp        — ours + one fused `qkv` parameter (made once) instead of three stacked at run time.
+
+Earlier variants (the shipped model of their day was ours_prev or older):
+
 * ours_before   — the model as it was before issue 8: q, k, v as three matmuls; quick_gelu as x·sigmoid(1.702x);
 * ours_3mm      — the shipped model without the fused QKV matmul (isolates that change);
 * ours_fold_mlp — quick_gelu with its constants folded into fc1/fc2's weights (one silu on the activations);
@@ -234,7 +244,7 @@ def deferred(model: CLIP, loss_factory=None):
 def qkv_attention(self, x, causal=False):
     """Attention through one `qkv` Linear made once (no per-step concatenation of the three weights)."""
     B, T, D = x.shape
-    q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, self.heads, self.head_dim).unbind(2))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
 
@@ -248,6 +258,25 @@ def fuse_qkv(model: CLIP) -> CLIP:
                 m.qkv.bias.copy_(torch.cat([m.q_proj.bias, m.k_proj.bias, m.v_proj.bias]))
             del m.q_proj, m.k_proj, m.v_proj
             m.forward = types.MethodType(qkv_attention, m)
+    return model
+
+
+def permute_attention(self, x, causal=False):
+    """Before 2026-12-01: the stacked q/k/v split as ``permute(2, 0, 3, 1, 4).unbind(0)`` — same forward, but the
+    backward stacks dq, dk, dv as (3, B, H, T, d) and then copies that into the Linear's (B, T, 3D) layout."""
+    B, T, D = x.shape
+    w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+    q, k, v = F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+def plain_norms(model: CLIP) -> CLIP:
+    """Before 2026-12-01: every norm a plain `nn.LayerNorm` (float32 out under autocast)."""
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.forward = types.MethodType(nn.LayerNorm.forward, m)
     return model
 
 
@@ -314,6 +343,10 @@ def variants(hf, only=None):
     from torch.nn.attention import SDPBackend
 
     makers = {
+        "ours_prev": lambda: (plain_norms(patched(hf, attn=permute_attention)[0]), speed.loss_ours),
+        "ours_prev_ln": lambda: patched(hf, attn=permute_attention),
+        "ours_prev_layout": lambda: (plain_norms(patched(hf)[0]), speed.loss_ours),
+        "ours_qkvp": lambda: (fuse_qkv(patched(hf)[0]), speed.loss_ours),
         "ours_before": lambda: patched(hf, attn=textbook_attention, mlp=textbook_mlp),
         "ours_3mm": lambda: patched(hf, attn=textbook_attention),
         "ours_prune": lambda: pruned(hf),

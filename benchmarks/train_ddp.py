@@ -29,6 +29,9 @@ each gradient into its bucket): on the H200s 16-26 ms per step at 256 per GPU, 5
 1-GPU baseline in the same call): the shipped loop 73.0 % (1 GPU 3,716/s, 2 GPUs 2,714/s per GPU) — down from 84 %
 since the input checks that read values back were added; `--loop lean` (no host read in the step) 84.4 % (4,019/s,
 3,391/s per GPU); `--loop lean --compile` 56.2 % (4,667/s, 2,623/s per GPU). The 90 % bar at 256 is not met.
+2026-12-01: `train()` reads its losses back every 50 steps (no per-step wait), and this script times it without
+`on_step`; on one H200 the shipped loop took 67.7 ms a step against the lean loop's 60.2 ms (single timings, cause
+not profiled); the 2-GPU runs were not made (benchmarks/results/h200_train_loop_2026-12-01.json).
 Recommended launch: 512 samples per GPU (`--batch` = 512 x GPUs) with `--ddp view` (gradient_as_bucket_view: no
 gradient copies, same losses as default DDP). `--ddp bf16` did not help (the NVLink all-reduce is not the
 limit); `static_graph=True` was faster but broke the gradient averaging (ranks diverged), so it is not offered.
@@ -179,7 +182,8 @@ def lean_train(model, loss_fn, batches, steps: int, lr: float, warmup: int, weig
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.detach().float())
-        on_step(step + 1, float("nan"))
+        if on_step is not None:
+            on_step(step + 1, float("nan"))
     history = torch.stack(losses)
     if world()[1] > 1:
         torch.distributed.all_reduce(history)
@@ -231,17 +235,21 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         batches = shapes_batches(tok, args.batch, args.seed)
 
+    # The clock starts when the loop asks for the batch of step `timed_from` (after a wait for the GPU) and stops
+    # when the loop returns: timed this way, the shipped loop needs no `on_step`, which would make it read every
+    # loss back (see minimal.train._Losses). The profiler (`--profile`, rank 0) records the 3 steps before.
     stamps: list[float] = []
+    untimed = batches
 
-    def on_step(step: int, loss: float) -> None:
-        if prof is not None and step in (args.timed_from - 3, args.timed_from):
+    def batches(step: int) -> dict:
+        if step in (args.timed_from - 3, args.timed_from):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            prof.start() if step == args.timed_from - 3 else prof.stop()
-        if step == args.timed_from or step == args.steps:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
+            if prof is not None:
+                prof.start() if step == args.timed_from - 3 else prof.stop()
+            if step == args.timed_from:
+                stamps.append(time.perf_counter())
+        return untimed(step)
 
     ddp_options = {}
     for opt in filter(None, args.ddp.split(",")):
@@ -264,12 +272,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.loop == "lean":
         with no_read_back(model):
             history = lean_train(model, make_loss(args.local_loss), batches, args.steps, args.lr,
-                                 min(5, args.steps // 5), 0.1, (0.9, 0.98), device, on_step, args.compile,
+                                 min(5, args.steps // 5), 0.1, (0.9, 0.98), device, None, args.compile,
                                  ddp_options, args.adam)
     else:
         history = train(model, make_loss(args.local_loss), batches, steps=args.steps, lr=args.lr,
                         warmup=min(5, args.steps // 5), weight_decay=0.1, betas=(0.9, 0.98), device=device,
-                        progress=False, on_step=on_step, compile=args.compile, ddp_options=ddp_options)
+                        progress=False, compile=args.compile, ddp_options=ddp_options)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    stamps.append(time.perf_counter())
     rank, size = world()
     if prof is not None:
         from speed import kernel_category  # benchmarks/speed.py, beside this script (profiling runs only)

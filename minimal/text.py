@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
+from .transformer import HFTower, LayerNorm, Transformer, get_activation, hf_tower_settings, rename_hf_tower
 from .weights import can_read_back, check_int, check_real, load_state_dict_strict
 
 
@@ -103,7 +103,7 @@ class TextTransformer(HFTower, nn.Module):
         self.position_embedding = nn.Parameter(0.01 * torch.randn(cfg.context_length, D))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.transformer = Transformer(D, cfg.layers, cfg.heads, cfg.mlp_hidden, cfg.act, cfg.eps)
-        self.final_layer_norm = nn.LayerNorm(D, eps=cfg.eps)
+        self.final_layer_norm = LayerNorm(D, eps=cfg.eps)
 
     def check_ids(self, input_ids: torch.Tensor) -> None:
         """Raise a ValueError naming the problem unless `input_ids` is an integer (B, T) batch this model takes."""
@@ -134,8 +134,9 @@ class TextTransformer(HFTower, nn.Module):
         if self.cfg.pool == "argmax":
             return input_ids.to(torch.int).argmax(dim=-1)
         is_eos = input_ids == self.cfg.eos_token_id
-        missing = None if torch.compiler.is_compiling() else (~is_eos.any(dim=-1)).nonzero().flatten()
-        if missing is not None and len(missing):  # (eager-only check, as in check_ids)
+        # (nonzero() waits for the GPU: checked where check_ids reads values back, see can_read_back)
+        missing = (~is_eos.any(dim=-1)).nonzero().flatten() if can_read_back(input_ids) else None
+        if missing is not None and len(missing):
             raise ValueError(f"caption(s) at batch index {missing.tolist()[:8]} have no end-of-text token "
                              f"(id {self.cfg.eos_token_id}); tokenize with the model's tokenizer")
         return is_eos.int().argmax(dim=-1)  # argmax returns the *first* maximum: the first eos

@@ -85,7 +85,9 @@ class Attention(nn.Module):
         w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])   # (3D, D)
         b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])         # (3D,)
         qkv = F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim)               # (B, T, 3, H, D/H)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                                # 3 × (B, H, T, D/H), no copy
+        # Split along the "3" axis first, then move the heads forward: views, no copy. (In this order the backward
+        # stacks dq, dk, dv straight into the Linear's (B, T, 3D) layout: one copy, not a stack plus a re-layout.)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))                          # 3 × (B, H, T, D/H)
         # softmax(q kᵀ / sqrt(d_head)) v, per head — the one attention call in this package. With is_causal=True
         # (no explicit mask tensor) PyTorch may use its fastest fused kernels (flash / cuDNN) for the text tower.
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -119,14 +121,23 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm` that hands back its input's dtype (as open_clip's). Under bf16 autocast PyTorch computes a
+    norm in float32 and returns float32; casting back keeps a bf16 residual stream in bf16 — half the bytes through
+    every add and norm that follows. In float32, and for a float32 stream, nothing changes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).to(x.dtype)
+
+
 class Block(nn.Module):
     """Pre-LN transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
 
     def __init__(self, width: int, heads: int, mlp_hidden: int, act: str = "quick_gelu", eps: float = 1e-5):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(width, eps=eps)
+        self.layer_norm1 = LayerNorm(width, eps=eps)
         self.self_attn = Attention(width, heads)
-        self.layer_norm2 = nn.LayerNorm(width, eps=eps)
+        self.layer_norm2 = LayerNorm(width, eps=eps)
         self.mlp = MLP(width, mlp_hidden, act)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:

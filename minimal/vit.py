@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .transformer import HFTower, Transformer, get_activation, hf_tower_settings, rename_hf_tower
+from .transformer import HFTower, LayerNorm, Transformer, get_activation, hf_tower_settings, rename_hf_tower
 from .weights import check_finite, check_int, check_real, load_state_dict_strict
 
 
@@ -136,9 +136,9 @@ class VisionTransformer(HFTower, nn.Module):
         scale = D ** -0.5
         self.class_embedding = nn.Parameter(scale * torch.randn(D))
         self.position_embedding = nn.Parameter(scale * torch.randn(1 + cfg.num_patches, D))
-        self.pre_layernorm = nn.LayerNorm(D, eps=cfg.eps)
+        self.pre_layernorm = LayerNorm(D, eps=cfg.eps)
         self.transformer = Transformer(D, cfg.layers, cfg.heads, cfg.mlp_hidden, cfg.act, cfg.eps)
-        self.post_layernorm = nn.LayerNorm(D, eps=cfg.eps)
+        self.post_layernorm = LayerNorm(D, eps=cfg.eps)
 
     def check_pixels(self, pixels: torch.Tensor) -> None:
         """Raise a ValueError naming the problem unless `pixels` is a float (B, C, S, S) batch this model takes."""

@@ -237,3 +237,18 @@ def test_workers_give_the_same_run_as_the_training_process():
 def test_bad_workers_are_named(workers):
     with pytest.raises((TypeError, ValueError), match="workers"):
         train(_Net(0), _loss, _batch, steps=2, progress=False, device="cpu", workers=workers)
+
+
+def test_losses_read_in_batches_name_the_bad_step():
+    """On a GPU the loop reads its losses back every READ_EVERY steps (`_Losses`): the history is the same, and a
+    NaN still stops training with its own step, not the step of the read."""
+    from minimal.train import _Losses
+
+    history: list[float] = []
+    losses = _Losses(history, world_size=1, every=3)
+    assert [losses.add(torch.tensor(v), read_now=False) for v in (1.0, 2.0, 3.0)] == [False, False, True]
+    assert history == [1.0, 2.0, 3.0]
+    assert losses.add(torch.tensor(4.0), read_now=True) and history == [1.0, 2.0, 3.0, 4.0]
+    losses.add(torch.tensor(5.0), read_now=False)
+    with pytest.raises(FloatingPointError, match="nan at step 5"):
+        losses.add(torch.tensor(float("nan")), read_now=True)

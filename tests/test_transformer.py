@@ -72,3 +72,20 @@ def test_one_attention_implementation_in_the_package():
     root = pathlib.Path(__file__).resolve().parents[1] / "minimal"
     hits = {p.name for p in root.glob("*.py") if "scaled_dot_product_attention(" in p.read_text()}
     assert hits == {"transformer.py"}
+
+
+def test_layer_norm_keeps_the_input_dtype():
+    """Under bf16 autocast a norm computes in float32; ours hands back bf16 for a bf16 stream (float32 unchanged)."""
+    from torch import nn
+
+    from minimal.transformer import LayerNorm
+
+    torch.manual_seed(0)
+    ours, plain = LayerNorm(16), nn.LayerNorm(16)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(ours(x), plain(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, plain(x.bfloat16().float()).bfloat16())
