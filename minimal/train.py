@@ -39,7 +39,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from tqdm.auto import tqdm
 
-from . import env
+from . import env, i18n
 from .batches import BatchSource
 from .weights import check_int, check_real, check_state_dict, load_safetensors, save_safetensors
 
@@ -281,7 +281,8 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
     ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
     start, history = _resume(ckpt_path, source, model, optimizer, steps) if resume else (0, list[float]())
 
-    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc=i18n.tr("train"),
+               dynamic_ncols=True)
     losses = _Losses(history, world_size, every=1 if on_step is not None or device.type != "cuda" else READ_EVERY)
     for step, cpu_batch in zip(range(start, steps), source.stream(start, steps), strict=True):
         for g in optimizer.param_groups:
