@@ -119,6 +119,11 @@ def pair(request) -> tuple[Path, Path]:
     return english, korean
 
 
+def test_every_chapter_has_its_korean_edition():
+    missing = [p.name for p in ENGLISH if not (KOREAN_DIR / p.name).exists()]
+    assert not missing, f"chapters with no Korean edition in chapters/ko/: {missing}"
+
+
 def test_english_chapters_name_their_language_once():
     for path in ENGLISH:
         assert LANG_LINE.findall("\n".join(_cells(path, "code"))) == ["en"], f"{path.name}: one LANG = \"en\" line"
