@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from torch import nn
 
+from .i18n import tr
+
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -77,11 +79,14 @@ class ParameterTable:
         return self.trained / self.total
 
     def markdown(self) -> str:
-        lines = [f"**{self.model_name}**", "", "| component | parameters | share | trained? |", "|---|---:|---:|:---:|"]
+        """The table as Markdown, its words in the chapter's language (`minimal.i18n`)."""
+        header = tr("| component | parameters | share | trained? |")
+        lines = [f"**{self.model_name}**", "", header, "|---|---:|---:|:---:|"]
         for r in self.rows:
             lines.append(f"| {r.component} | {human(r.parameters)} | {r.parameters / self.total:.2%} | "
-                         f"{'trained' if r.trained else 'frozen'} |")
-        lines.append(f"| **total** | **{human(self.total)}** | 100% | **{self.trained_fraction:.3%} trained** |")
+                         f"{tr('trained') if r.trained else tr('frozen')} |")
+        lines.append(tr("| **total** | **{total}** | 100% | **{fraction:.3%} trained** |", total=human(self.total),
+                        fraction=self.trained_fraction))
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:  # Jupyter shows the table rendered
