@@ -280,7 +280,6 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
 
     ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
     start, history = _resume(ckpt_path, source, model, optimizer, steps) if resume else (0, list[float]())
-
     bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc=i18n.tr("train"),
                dynamic_ncols=True)
     losses = _Losses(history, world_size, every=1 if on_step is not None or device.type != "cuda" else READ_EVERY)
