@@ -32,9 +32,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests -p no:cacheprovider
-	# Every chapter in both languages, two notebooks at a time (a notebook's cells stay together in one kernel).
+	# Every chapter in both languages, two notebooks at a time (a notebook's cells stay together in one kernel),
+	# one thread each: two kernels with two threads each on two cores spin against each other and run far slower.
 	# The unit tests above have already converted and cached the frozen LLM that chapters 01, 08 and 09 load.
-	MINIMAL_FAST=1 $(BIN)/python -m pytest -q chapters --nbval-lax -n 2 --dist loadscope -p no:cacheprovider
+	OMP_NUM_THREADS=1 MINIMAL_FAST=1 $(BIN)/python -m pytest -q chapters --nbval-lax -n 2 --dist loadscope \
+		-p no:cacheprovider
 
 # Only the unit tests (no notebooks, no multi-process or full-model tests): a quick check while editing minimal/.
 unit: setup
