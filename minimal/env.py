@@ -68,6 +68,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every random-number state (torch CPU and CUDA, NumPy, Python) as (tensors, JSON-able metadata)."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    meta = {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Put back what `rng_state` returned (CUDA states only when the device count matches)."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                             key=lambda k: int(k.rsplit(".", 1)[1]))]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
 def fast_mode() -> bool:
     """True when MINIMAL_FAST is set to 1/true/yes: notebooks shrink training but keep their assertions.
 

@@ -27,12 +27,10 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -41,6 +39,7 @@ from tqdm.auto import tqdm
 
 from . import env, i18n
 from .batches import BatchSource
+from .shared_runs import SharedRun
 from .weights import check_int, check_real, check_state_dict, load_safetensors, save_safetensors
 
 CKPT_NAME = "train_state.safetensors"
@@ -108,30 +107,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 # ---- checkpoint state (safetensors + JSON, no pickle) -----------------------------------------------------------
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    meta = {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
-                                             key=lambda k: int(k.rsplit(".", 1)[1]))]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict minus frozen parameters (those are rebuilt by whoever builds the model)."""
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -152,7 +127,7 @@ def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch
                 tensors[f"optim.{idx}.{k}"] = v
             else:
                 opt_meta[str(idx)][k] = v
-    rng_tensors, rng_meta = _rng_state()
+    rng_tensors, rng_meta = env.rng_state()
     tensors.update(rng_tensors)
     config = {"step": step, "history": history, "param_groups": opt["param_groups"], "optim_state": opt_meta,
               "rng": rng_meta, **(extra or {})}
@@ -205,7 +180,7 @@ def _restore(path: Path, tensors: dict[str, torch.Tensor], cfg: dict, model: nn.
             state.setdefault(int(k.split(".", 2)[1]), {})[k.split(".", 2)[2]] = v
         model.load_state_dict(model_sd, strict=False)
         optimizer.load_state_dict({"state": state, "param_groups": cfg["param_groups"]})
-        _set_rng_state(tensors, cfg["rng"])
+        env.set_rng_state(tensors, cfg["rng"])
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
         raise ValueError(f"{path}: the optimizer or RNG state does not load ({type(e).__name__}: {e})") from e
     return cfg["step"], list(cfg["history"])
@@ -262,26 +237,24 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
         FloatingPointError when the loss becomes NaN/inf (with its step; see `_Losses`), ValueError on bad args.
     """
     _check_args(steps, warmup, ckpt_every, resume, ckpt_dir, lr, weight_decay, min_lr_ratio, grad_clip)
-    device = _setup_distributed(torch.device(device) if device is not None else None)
-    device = device if device is not None else env.pick_device(verbose=False)
-    rank, world_size = world()
-    amp = (device.type == "cuda") if amp is None else amp
-    two_args = len(inspect.signature(loss_fn).parameters) >= 2
-
-    if world_size > 1 and not two_args:
-        raise ValueError("under torchrun loss_fn must take (model, batch) so the forward goes through DDP")
+    device, rank, world_size, amp, two_args = _place(device, amp, loss_fn)
     model.to(device)
     was_training = model.training
     model.train()
+    plain = world_size == 1 and not (resume or ckpt_dir or on_step or compile or workers)
+    shared = SharedRun.begin(model, loss_fn, batches, steps, dict(
+        lr=lr, warmup=warmup, weight_decay=weight_decay, betas=betas, min_lr_ratio=min_lr_ratio, grad_clip=grad_clip,
+        amp=amp, device=str(device))) if plain else None       # only in the test command: minimal/shared_runs.py
+    if shared is not None and shared.found:
+        return shared.restore(model, _trainable_state(model), was_training)
     net = _wrap(model, device, world_size, compile, ddp_options)
     optimizer = make_optimizer(model, lr, weight_decay, betas)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    source = BatchSource(batches, workers=workers, pin_memory=device.type == "cuda")
+    source = BatchSource(shared.watch(batches) if shared else batches, workers, pin_memory=device.type == "cuda")
 
     ckpt_path = Path(ckpt_dir) / CKPT_NAME if ckpt_dir is not None else None
     start, history = _resume(ckpt_path, source, model, optimizer, steps) if resume else (0, list[float]())
-    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc=i18n.tr("train"),
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc=i18n.tr("train"), dynamic_ncols=True)
     losses = _Losses(history, world_size, every=1 if on_step is not None or device.type != "cuda" else READ_EVERY)
     for step, cpu_batch in zip(range(start, steps), source.stream(start, steps), strict=True):
         for g in optimizer.param_groups:
@@ -302,8 +275,23 @@ def train(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batches: Calla
         if saving and world_size > 1:
             dist.barrier()
     bar.close()
+    if shared is not None:
+        shared.keep(model, _trainable_state(model), history)
     model.train(was_training)
     return history
+
+
+def _place(device: torch.device | str | None, amp: bool | None, loss_fn: Callable[..., torch.Tensor]
+           ) -> tuple[torch.device, int, int, bool, bool]:
+    """(device, rank, world size, bf16 autocast, loss_fn takes the model) for this process; under torchrun the
+    process group is set up first."""
+    placed = _setup_distributed(torch.device(device) if device is not None else None)
+    placed = placed if placed is not None else env.pick_device(verbose=False)
+    rank, world_size = world()
+    two_args = len(inspect.signature(loss_fn).parameters) >= 2
+    if world_size > 1 and not two_args:
+        raise ValueError("under torchrun loss_fn must take (model, batch) so the forward goes through DDP")
+    return placed, rank, world_size, (placed.type == "cuda") if amp is None else amp, two_args
 
 
 def _wrap(model: nn.Module, device: torch.device, world_size: int, compile: bool, ddp_options: dict | None) -> Any:

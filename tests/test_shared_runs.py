@@ -1,0 +1,140 @@
+"""A `train()` call shared with an identical later one (minimal/shared_runs.py, on only in the test command).
+
+A shared call must leave exactly what training would have left (weights, gradients, history, RNG states), and any
+difference in what a run depends on — one batch, the loss function's code or the values it reads, an argument,
+the RNG state, the starting weights — must make it train.
+"""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from minimal.shared_runs import SHARE_ENV_VAR, fingerprint
+from minimal.train import train
+
+STEPS = 6
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 1))
+
+
+def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+
+
+class Counted:
+    """A loss function object (the fingerprint reads its attributes)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return ((model(x) - y) ** 2).mean() * self.scale
+
+
+def run(loss=None, factory=batches, seed: int = 1, lr: float = 1e-2, model=None) -> SimpleNamespace:
+    """Train from a fixed start: the model, the history, how many forward passes training made (counted by a hook,
+    which the fingerprint does not see) and RNG draws made right after."""
+    model = model if model is not None else make_model()
+    forwards: list[int] = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(1))
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    history = train(model, loss if loss is not None else Counted(), factory, steps=STEPS, lr=lr, device="cpu",
+                    progress=False)
+    after = (torch.rand(3), random.random(), np.random.rand())
+    return SimpleNamespace(model=model, history=history, trained=len(forwards), after=after)
+
+
+def same_outcome(a: SimpleNamespace, b: SimpleNamespace) -> None:
+    assert a.history == b.history
+    for (na, pa), (nb, pb) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert na == nb and torch.equal(pa, pb), na
+        assert torch.equal(pa.grad, pb.grad), f"gradient of {na}"
+    assert torch.equal(a.after[0], b.after[0]) and a.after[1:] == b.after[1:], "the RNG states after training differ"
+    assert a.model.training == b.model.training
+
+
+def test_off_unless_the_test_command_turns_it_on(tmp_path, monkeypatch):
+    monkeypatch.delenv(SHARE_ENV_VAR, raising=False)
+    assert run().trained == run().trained == STEPS
+
+
+def test_an_identical_call_gets_exactly_what_training_leaves(tmp_path, monkeypatch):
+    monkeypatch.delenv(SHARE_ENV_VAR, raising=False)
+    reference = run()
+    monkeypatch.setenv(SHARE_ENV_VAR, str(tmp_path))
+    first = run()
+    assert first.trained == STEPS and len(list(tmp_path.glob("*.safetensors"))) == 1
+    second = run()
+    assert second.trained == 0, "the identical call trained again"
+    same_outcome(reference, first)
+    same_outcome(reference, second)
+
+
+def test_every_difference_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARE_ENV_VAR, str(tmp_path))
+    run()
+    assert run().trained == 0, "the same call is shared: so what trains below trains because of its difference"
+
+    def one_batch_differs(step: int):
+        x, y = batches(step)
+        if step == STEPS - 1:
+            x = x.clone()
+            x[0, 0] = torch.nextafter(x[0, 0], torch.tensor(1e9))      # one bit
+        return x, y
+
+    def other_loss(model, batch):                                     # other code
+        x, y = batch
+        return (model(x) - y).abs().mean()
+
+    moved = make_model()
+    with torch.no_grad():
+        moved[0].bias[0] += 1e-6
+    assert run(factory=one_batch_differs).trained == STEPS
+    assert run(loss=other_loss).trained == STEPS
+    assert run(seed=2).trained == STEPS
+    assert run(lr=2e-2).trained == STEPS
+    assert run(loss=Counted(scale=2.0)).trained == STEPS
+    assert run(model=moved).trained == STEPS
+
+    notebook = {"__name__": "__main__", "SCALE": 1.0}                  # a chapter's cells run in __main__
+    exec("def notebook_loss(model, batch):\n    x, y = batch\n    return ((model(x) - y) ** 2).mean() * SCALE",
+         notebook)
+    assert run(loss=notebook["notebook_loss"]).trained == STEPS
+    assert run(loss=notebook["notebook_loss"]).trained == 0
+    notebook["SCALE"] = 2.0                                           # a global the notebook's loss function reads
+    assert run(loss=notebook["notebook_loss"]).trained == STEPS
+
+
+def test_a_run_it_cannot_see_into_is_never_shared(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARE_ENV_VAR, str(tmp_path))
+    opaque = object()
+
+    def loss_reading_an_opaque_value(model, batch):
+        assert opaque is not None
+        x, y = batch
+        return ((model(x) - y) ** 2).mean()
+
+    assert run(loss=loss_reading_an_opaque_value).trained == STEPS
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_fingerprints_see_values_not_identities():
+    assert fingerprint(torch.ones(3), {"a": 1}) == fingerprint(torch.ones(3), {"a": 1})
+    assert fingerprint(torch.ones(3)) != fingerprint(torch.ones(3, dtype=torch.float64))
+    assert fingerprint(torch.ones(3)) != fingerprint(torch.ones(3).requires_grad_())
+    assert fingerprint([1, 2]) != fingerprint([2, 1])
+    with pytest.raises(Exception, match="object"):
+        fingerprint(object())
