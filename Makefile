@@ -31,12 +31,12 @@ course: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	MINIMAL_FAST=1 $(BIN)/python -m pytest -q tests -p no:cacheprovider
-	# Every chapter in both languages, two notebooks at a time (a notebook's cells stay together in one kernel),
-	# one thread each: two kernels with two threads each on two cores spin against each other and run far slower.
-	# The unit tests above have already converted and cached the frozen LLM that chapters 01, 08 and 09 load.
-	OMP_NUM_THREADS=1 MINIMAL_FAST=1 $(BIN)/python -m pytest -q chapters --nbval-lax -n 2 --dist loadscope \
-		-p no:cacheprovider
+	# The unit tests and every chapter in both languages in one run: two processes, one thread each (two kernels
+	# with two threads each on two cores spin against each other), a notebook's cells together in one kernel;
+	# conftest.py puts the longest notebooks first. The Korean chapters take the English chapters' training runs
+	# from a fresh folder (MINIMAL_SHARE_DIR, minimal/shared_runs.py): same code, same inputs, same result.
+	share=$$(mktemp -d) && trap 'rm -rf "$$share"' EXIT && OMP_NUM_THREADS=1 MINIMAL_FAST=1 MINIMAL_SHARE_DIR="$$share" \
+		$(BIN)/python -m pytest -q tests chapters --nbval-lax -n 2 --dist loadscope -p no:cacheprovider
 
 # Only the unit tests (no notebooks, no multi-process or full-model tests): a quick check while editing minimal/.
 unit: setup

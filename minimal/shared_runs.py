@@ -31,6 +31,7 @@ import functools
 import hashlib
 import os
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,8 @@ def _feed(h: Any, obj: Any, depth: int = 0) -> None:
         raise _Unshareable("nested too deep")
     h.update(type(obj).__qualname__.encode())
     if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}{obj.requires_grad}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{obj.dtype}{tuple(obj.shape)}{obj.requires_grad}".encode())
+        h.update(_tensor_digest(obj))
     elif isinstance(obj, nn.Module):
         _feed_module(h, obj, depth + 1)
     elif obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
@@ -115,6 +115,24 @@ def _feed_module(h: Any, module: nn.Module, depth: int) -> None:
                 except _Unshareable:
                     h.update(f"{key}:{type(value).__qualname__}".encode())
     _feed(h, dict(module.named_parameters()) | dict(module.named_buffers()), depth)
+
+
+_DIGESTS: dict[int, tuple[weakref.ref, int, bytes]] = {}
+
+
+def _tensor_digest(t: torch.Tensor) -> bytes:
+    """SHA-256 of a tensor's bytes. A large tensor's digest is kept while the tensor lives and is not written to:
+    PyTorch counts every in-place write in `t._version` (an optimizer step, `copy_`, `load_state_dict`), so a frozen
+    LLM is read once however many calls it takes part in."""
+    kept = _DIGESTS.get(id(t))
+    if kept is not None and kept[0]() is t and kept[1] == t._version:
+        return kept[2]
+    data = t.detach().cpu().contiguous()
+    digest = hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy().data if data.numel() else b"").digest()
+    if t.numel() >= 1 << 16:
+        key = id(t)
+        _DIGESTS[key] = (weakref.ref(t, lambda _: _DIGESTS.pop(key, None)), t._version, digest)
+    return digest
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -215,3 +233,63 @@ class SharedRun:
         env.set_rng_state(tensors, self.record["rng"])
         model.train(training)
         return list(self.record["history"])
+
+
+def shared_result(fn: Callable) -> Callable:
+    """A function whose result is shared like a training run: with `MINIMAL_SHARE_DIR` set, a call whose
+    arguments (`self` included: a model by its weights) and RNG states have the fingerprint of an earlier call gets
+    that call's result, and the RNG states that call left. Results of tensors, numbers, strings and lists, tuples
+    and dicts of them are shared; a call with another result, or with an argument the fingerprint cannot see
+    into, simply runs."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        folder = os.environ.get(SHARE_ENV_VAR, "").strip()
+        if not folder:
+            return fn(*args, **kwargs)
+        rng_tensors, rng_meta = env.rng_state()
+        try:
+            key = fingerprint(fn.__module__, fn.__qualname__, args, kwargs, rng_tensors, rng_meta)
+            path = Path(folder) / f"{key}.result.safetensors"
+        except _Unshareable:
+            return fn(*args, **kwargs)
+        if path.exists():
+            tensors, meta = load_safetensors(path)
+            env.set_rng_state(tensors, meta["rng"])
+            return _unpack(meta["result"], tensors)
+        result = fn(*args, **kwargs)
+        tensors = {}
+        try:
+            packed = _pack(result, tensors)
+        except _Unshareable:
+            return result
+        rng_tensors, rng_meta = env.rng_state()
+        save_safetensors(path, {**tensors, **rng_tensors}, {"result": packed, "rng": rng_meta})
+        return result
+    return call
+
+
+def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """`obj` as JSON, its tensors moved into `tensors` (under "result.N")."""
+    if isinstance(obj, torch.Tensor):
+        name = f"result.{len(tensors)}"
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"tensor": name, "device": str(obj.device), "requires_grad": obj.requires_grad}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"value": obj}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return {type(obj).__name__: [_pack(x, tensors) for x in obj]}
+    if type(obj) is dict:
+        return {"dict": [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    raise _Unshareable(f"a {type(obj).__name__} result")
+
+
+def _unpack(packed: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    (kind, value), = packed.items() if "tensor" not in packed else [("tensor", packed)]
+    if kind == "tensor":
+        return tensors[value["tensor"]].to(value["device"]).requires_grad_(value["requires_grad"])
+    if kind == "value":
+        return value
+    if kind in ("list", "tuple"):
+        items = [_unpack(x, tensors) for x in value]
+        return items if kind == "list" else tuple(items)
+    return {_unpack(k, tensors): _unpack(v, tensors) for k, v in value}

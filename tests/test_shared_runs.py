@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from minimal.shared_runs import SHARE_ENV_VAR, fingerprint
+from minimal.shared_runs import SHARE_ENV_VAR, fingerprint, shared_result
 from minimal.train import train
 
 STEPS = 6
@@ -138,3 +138,51 @@ def test_fingerprints_see_values_not_identities():
     assert fingerprint([1, 2]) != fingerprint([2, 1])
     with pytest.raises(Exception, match="object"):
         fingerprint(object())
+
+
+RAN: list[int] = []
+
+
+@shared_result
+def noisy_features(model: nn.Module, x: torch.Tensor, scale: float = 1.0) -> dict:
+    """A model's output plus a draw from the global RNG (a sampled decoding would draw like this)."""
+    RAN.append(1)
+    with torch.no_grad():
+        out = model(x) * scale + torch.randn(x.shape[0], 1)
+    return {"out": out, "mean": float(out.mean()), "rows": [f"row {i}" for i in range(x.shape[0])], 7: (1, None)}
+
+
+def test_a_shared_result_is_the_result_and_leaves_the_rng_as_the_call_did(tmp_path, monkeypatch):
+    model, x = make_model(), torch.randn(5, 4)
+    torch.manual_seed(3)
+    reference, after = noisy_features(model, x), torch.rand(2)
+    monkeypatch.setenv(SHARE_ENV_VAR, str(tmp_path))
+    RAN.clear()
+    for _ in range(2):
+        torch.manual_seed(3)
+        result = noisy_features(model, x)
+        assert torch.equal(result["out"], reference["out"]) and result.keys() == reference.keys()
+        assert result["mean"] == reference["mean"] and result["rows"] == reference["rows"] and result[7] == (1, None)
+        assert torch.equal(torch.rand(2), after)
+    assert len(RAN) == 1, "the second identical call ran again"
+    torch.manual_seed(4)                                              # another RNG state: runs
+    noisy_features(model, x)
+    torch.manual_seed(3)
+    noisy_features(model, x, scale=2.0)                               # another argument: runs
+    with torch.no_grad():
+        model[2].bias.add_(1e-3)                                      # the model written to in place: runs
+    torch.manual_seed(3)
+    noisy_features(model, x)
+    assert len(RAN) == 4
+
+
+def test_a_result_it_cannot_store_is_computed_each_time(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARE_ENV_VAR, str(tmp_path))
+    calls = []
+
+    @shared_result
+    def opaque(n: int) -> object:
+        calls.append(n)
+        return SimpleNamespace(n=n)
+
+    assert opaque(1).n == opaque(1).n == 1 and len(calls) == 2
