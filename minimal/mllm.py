@@ -43,6 +43,7 @@ from .images import normalize, to_rgb, to_tensor
 from .input_projector import KINDS, InputProjector
 from .llm import chat_slots, check_fits, check_text, check_texts, encode_slots, load_llm, new_kv_cache, pad_states
 from .lora import add_lora, lora_parameters
+from .shared_runs import shared_result
 from .vit import VisionTransformer
 from .weights import CHECKPOINT_DIR, check_int, check_real, check_state_dict, read_checkpoint, save_with_card
 
@@ -297,14 +298,14 @@ class MLLM(nn.Module):
     def generate(self, images: Tensor | None, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy answers to a batch of user prompts (each with one "<image>" per image; a prompt without it gets
         the image in front). images (B, 3, S, S) in [0, 1] or None -> list of B strings. Prompts that do not fit
-        the LLM's context window are refused before any work (`minimal.llm.check_fits`). Uses the LLM's own
-        `generate(inputs_embeds=...)`: its KV cache does the decoding (image and prompt read once, then one position
-        per new token).
-        """
+        the LLM's context window are refused before any work (`minimal.llm.check_fits`). The LLM's own
+        `generate(inputs_embeds=...)` decodes with its KV cache (image and prompt read once, then one position per
+        new token); the test command shares identical calls between a chapter's two editions (`shared_result`)."""
         if images is not None and not isinstance(images, Tensor):
             raise TypeError(f"images must be None or a float tensor (B, 3, S, S) in [0, 1], got {type(images)}")
         return self._generate(images, check_texts(prompts, "prompts"), max_new_tokens, "prompts[{}]")
 
+    @shared_result
     def _generate(self, images: Tensor | None, prompts: list[str], max_new_tokens: int, name: str) -> list[str]:
         check_int(max_new_tokens, "max_new_tokens")
         if images is not None and all(IMAGE_TOKEN not in p for p in prompts) and len(prompts) == images.shape[0]:
@@ -313,12 +314,11 @@ class MLLM(nn.Module):
         for i, (row, _) in enumerate(examples):
             check_fits(self.llm, len(row), name.format(i), max_new_tokens)
         batch = self.collate(examples, padding_side="left")
-        device = self.llm.get_input_embeddings().weight.device
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        embeds = self.embed(ids, images)
+        ids, mask = (batch[k].to(next(self.llm.parameters()).device) for k in ("input_ids", "attention_mask"))
         tok = self.tokenizer
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out = self.llm.generate(inputs_embeds=self.embed(ids, images), attention_mask=mask, do_sample=False,
+                                max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.eos_token_id)
         return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
     def chat(self, image: Image.Image | Tensor, question: str, max_new_tokens: int = 32) -> str:
