@@ -73,6 +73,8 @@ def _feed(h: Any, obj: Any, depth: int = 0) -> None:
         _feed(h, torch.from_numpy(np.ascontiguousarray(obj)), depth + 1)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         _feed(h, [getattr(obj, f.name) for f in dataclasses.fields(obj)], depth + 1)
+    elif hasattr(obj, "backend_tokenizer") and hasattr(obj, "chat_template"):      # a Hugging Face tokenizer
+        _feed(h, [obj.backend_tokenizer.to_str(), str(obj.chat_template), obj.padding_side], depth + 1)
     elif isinstance(obj, types.ModuleType):
         h.update(obj.__name__.encode())
     elif callable(obj):
@@ -103,7 +105,8 @@ def _feed_callable(h: Any, fn: Any, depth: int) -> None:
 
 def _feed_module(h: Any, module: nn.Module, depth: int) -> None:
     """A module by its parts' classes and forward code, their plain settings (numbers, strings, configs) and
-    every parameter and buffer; other attributes (a tokenizer, say) count by their type only."""
+    every parameter and buffer; a Hugging Face tokenizer by its vocabulary, rules and chat template; other
+    attributes (a logger, say) count by their type only."""
     for name, part in module.named_modules():
         h.update(f"{name}:{type(part).__qualname__}:{part.training}".encode())
         if isinstance(type(part).forward, types.FunctionType):

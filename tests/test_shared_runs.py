@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer, models
 from torch import nn
+from transformers import PreTrainedTokenizerFast
 
 from minimal.shared_runs import SHARE_ENV_VAR, fingerprint, shared_result
 from minimal.train import train
@@ -186,3 +188,15 @@ def test_a_result_it_cannot_store_is_computed_each_time(tmp_path, monkeypatch):
         return SimpleNamespace(n=n)
 
     assert opaque(1).n == opaque(1).n == 1 and len(calls) == 2
+
+
+def test_a_hugging_face_tokenizer_counts_by_its_vocabulary_and_chat_template():
+    def tokenizer(vocab: dict[str, int], template: str = "{{ messages }}") -> PreTrainedTokenizerFast:
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="?")))
+        tok.chat_template = template
+        return tok
+
+    base = {"?": 0, "red": 1, "star": 2}
+    assert fingerprint(tokenizer(base)) == fingerprint(tokenizer(dict(base)))
+    assert fingerprint(tokenizer(base)) != fingerprint(tokenizer({**base, "star": 3}))
+    assert fingerprint(tokenizer(base)) != fingerprint(tokenizer(base, "{{ messages[0] }}"))
