@@ -32,11 +32,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	# The unit tests and every chapter in both languages in one run: two processes, one thread each (two kernels
-	# with two threads each on two cores spin against each other), a notebook's cells together in one kernel;
-	# conftest.py puts the longest notebooks first. The Korean chapters take the English chapters' training runs
-	# from a fresh folder (MINIMAL_SHARE_DIR, minimal/shared_runs.py): same code, same inputs, same result.
+	# with two threads each on two cores spin against each other). conftest.py makes a chapter's two editions one
+	# unit of work, English first, and puts the longest chapters first; the Korean edition takes the English
+	# edition's training runs and answers from a fresh folder (MINIMAL_SHARE_DIR, minimal/shared_runs.py).
 	share=$$(mktemp -d) && trap 'rm -rf "$$share"' EXIT && OMP_NUM_THREADS=1 MINIMAL_FAST=1 MINIMAL_SHARE_DIR="$$share" \
-		$(BIN)/python -m pytest -q tests chapters --nbval-lax -n 2 --dist loadscope -p no:cacheprovider
+		$(BIN)/python -m pytest -q tests chapters --nbval-lax -n 2 --dist loadscope --no-loadscope-reorder -p no:cacheprovider
 
 # Only the unit tests (no notebooks, no multi-process or full-model tests): a quick check while editing minimal/.
 unit: setup

@@ -1,31 +1,48 @@
-"""The order `make test` runs things in, for two processes on two cores (pytest-xdist, `--dist loadscope`).
+"""The order `make test` runs things in, for two processes on two cores (pytest-xdist).
 
-A notebook is one unit of work (its cells share one kernel), a unit-test file another, and each process takes the
-next unit when it is free. So the longest notebooks go first (chapters 08, 09 and 04 take most of the time:
-≈ 240, 120 and 90 s in fast mode on the 2-core CPU), the English edition of every chapter before any Korean one —
-a Korean chapter then finds the English chapter's training runs done and takes them (minimal/shared_runs.py) —
-and the many short unit-test files last, where they fill the gaps.
+A chapter's two editions, English then Korean, form one unit of work that one process runs from start to end
+(the scheduler below; the cells of a notebook must share one kernel anyway), so the Korean edition always finds
+the English edition's training runs and answers done and takes them (minimal/shared_runs.py). Each unit-test file
+is a unit too. A process takes the next unit when it is free; the units go in this order (`--no-loadscope-reorder`
+keeps it): the longest chapters first (08, 09, 04 and 10 take most of the time: ≈ 240, 125, 110 and 45 s for the
+English edition in fast mode on the 2-core CPU), then the other chapters, then the many short unit-test files,
+which fill the gaps at the end.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
-LONGEST_FIRST = ("08", "09", "04")
+LONGEST_FIRST = ("08", "09", "04", "10")
+CHAPTER = re.compile(r"^chapters/(?:ko/)?(\d\d)_[^/]*\.ipynb::")
 
 
-def _rank(item: pytest.Item) -> tuple[int, int, str]:
+def _order(item: pytest.Item) -> tuple[int, int, str, int]:
     path = Path(str(item.fspath))
     if path.suffix != ".ipynb":
-        return (2, 0, str(path))
-    korean = path.parent.name == "ko"
+        return (2, 0, str(path), 0)
     number = path.name[:2]
     first = LONGEST_FIRST.index(number) if number in LONGEST_FIRST else len(LONGEST_FIRST)
-    return (int(korean), first, path.name)
+    return (int(first == len(LONGEST_FIRST)), first, number, int(path.parent.name == "ko"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Stable sort: the cells of a notebook (and the tests of a file) keep their order."""
-    items.sort(key=_rank)
+    items.sort(key=_order)
+
+
+class ChapterScheduling(LoadScopeScheduling):
+    """pytest-xdist's `--dist loadscope`, with a chapter's English and Korean notebooks in one scope."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        chapter = CHAPTER.match(nodeid)
+        return f"chapter {chapter.group(1)}" if chapter else super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> LoadScopeScheduling | None:
+    """The scheduler above for `--dist loadscope`; xdist's own otherwise."""
+    return ChapterScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
