@@ -160,11 +160,11 @@ def fingerprint(*parts: Any) -> str:
 class SharedRun:
     """One `train()` call as the share folder sees it.
 
-        run = SharedRun.begin(model, loss_fn, batches, steps, settings)   # None: sharing is off for this call
-        if run is not None and run.found:
-            return run.restore(model)                 # the steps of an identical earlier call: not made again
+        run = SharedRun.begin(model, loss_fn, batches, steps, settings)   # None: not shared
+        if run is not None and run.found:          # an identical earlier call: its outcome, no step made again
+            return run.restore(model, trainable_state, was_training)
         ... train, taking the batches from run.watch(batches) ...
-        run.keep(model, history)
+        run.keep(model, trainable_state, history)
     """
 
     def __init__(self, path: Path, steps: int, found: dict | None) -> None:
@@ -178,8 +178,8 @@ class SharedRun:
     @classmethod
     def begin(cls, model: nn.Module, loss_fn: Callable, batches: Any, steps: int, settings: dict
               ) -> SharedRun | None:
-        """The run's record when sharing is on (`MINIMAL_SHARE_DIR`), the batches a factory (`step -> batch`)
-        and every input visible to the fingerprint; None otherwise."""
+        """A SharedRun if sharing is on (`MINIMAL_SHARE_DIR`), the batches come from a factory (`step -> batch`)
+        and the fingerprint sees every input; None otherwise. `found` tells whether an identical call was kept."""
         folder = os.environ.get(SHARE_ENV_VAR, "").strip()
         if not folder or not callable(batches) or isinstance(batches, Iterable) or steps < 1:
             return None
