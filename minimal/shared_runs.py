@@ -276,7 +276,7 @@ def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         name = f"result.{len(tensors)}"
         tensors[name] = obj.detach().cpu().contiguous().clone()
-        return {"tensor": name, "device": str(obj.device), "requires_grad": obj.requires_grad}
+        return {"tensor": {"name": name, "device": str(obj.device), "requires_grad": obj.requires_grad}}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return {"value": obj}
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
@@ -287,9 +287,9 @@ def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _unpack(packed: dict, tensors: dict[str, torch.Tensor]) -> Any:
-    (kind, value), = packed.items() if "tensor" not in packed else [("tensor", packed)]
+    (kind, value), = packed.items()                    # every node of `_pack` is {kind: value}
     if kind == "tensor":
-        return tensors[value["tensor"]].to(value["device"]).requires_grad_(value["requires_grad"])
+        return tensors[value["name"]].to(value["device"]).requires_grad_(value["requires_grad"])
     if kind == "value":
         return value
     if kind in ("list", "tuple"):
