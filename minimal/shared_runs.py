@@ -94,7 +94,8 @@ def _feed_callable(h: Any, fn: Any, depth: int) -> None:
         _feed_code(h, fn.__code__)
         _feed(h, [cell.cell_contents for cell in fn.__closure__ or ()], depth)
         if fn.__module__ == "__main__":     # the notebook's own function: the globals it reads can change any time
-            _feed(h, {name: fn.__globals__[name] for name in _names(fn.__code__) if name in fn.__globals__}, depth)
+            read = sorted(_names(fn.__code__) & fn.__globals__.keys())      # sorted: a set's order varies by process
+            _feed(h, {name: fn.__globals__[name] for name in read}, depth)
     elif isinstance(vars(type(fn)).get("__call__"), types.FunctionType) and hasattr(fn, "__dict__"):
         _feed(h, [vars(type(fn))["__call__"], vars(fn)], depth)           # an object called like a function
     elif isinstance(fn, (types.BuiltinFunctionType, type)):

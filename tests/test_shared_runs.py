@@ -7,7 +7,10 @@ the RNG state, the starting weights — must make it train.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -200,3 +203,15 @@ def test_a_hugging_face_tokenizer_counts_by_its_vocabulary_and_chat_template():
     assert fingerprint(tokenizer(base)) == fingerprint(tokenizer(dict(base)))
     assert fingerprint(tokenizer(base)) != fingerprint(tokenizer({**base, "star": 3}))
     assert fingerprint(tokenizer(base)) != fingerprint(tokenizer(base, "{{ messages[0] }}"))
+
+
+def test_the_fingerprint_of_a_notebook_function_is_the_same_in_every_process():
+    """Each chapter runs in its own kernel, and Python orders a set of names differently in each process (string
+    hashes are salted per process): the globals a notebook function reads must count in a fixed order."""
+    script = ("import torch\nfrom minimal.shared_runs import fingerprint\n"
+              "ns = {'__name__': '__main__', 'torch': torch, 'A': 1.0, 'B': 2.0, 'C': 3.0, 'D': 4.0}\n"
+              "exec('def f(x):\\n    return torch.tanh(x) * A + B * C - D', ns)\n"
+              "print(fingerprint(ns['f']))")
+    prints = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3, 4)}
+    assert len(prints) == 1, prints
