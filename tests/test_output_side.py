@@ -19,7 +19,8 @@ import transformers
 from minimal import zeroshot
 from minimal.accounting import freeze
 from minimal.clip import CLIP, TINY_CLIP, CLIPConfig, load_tiny_clip
-from minimal.llm import chat_prompt, llm_states, pad_states
+from minimal.hidden_states import llm_states
+from minimal.llm import chat_prompt, pad_states
 from minimal.modality_generator import (
     GENERATOR_PATH,
     GeneratorConfig,

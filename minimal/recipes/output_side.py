@@ -28,7 +28,8 @@ from torch import nn
 from .. import env
 from ..accounting import freeze
 from ..clip import TINY_CLIP, load_tiny_clip
-from ..llm import llm_states, load_llm, pad_states
+from ..hidden_states import llm_states
+from ..llm import load_llm, pad_states
 from ..modality_generator import (
     GENERATOR_PATH,
     GUIDANCE,
