@@ -105,11 +105,12 @@ def test_colab_cell_installs_the_course_and_a_chapter_runs_from_elsewhere(tmp_pa
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     _preinstall_like_colab(python, tmp_path / "preinstalled")
-    for module, present in (("torch", True), ("transformers", True), ("einops", False), ("gguf", False),
-                            ("koreanize_matplotlib", False), ("minimal", False)):
-        found = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, cwd=elsewhere)
-        state = "there" if present else "absent"
-        assert (found.returncode == 0) == present, f"before the cell, {module} should be {state}"
+    expected = {"torch": True, "transformers": True, "einops": False, "gguf": False, "koreanize_matplotlib": False,
+                "minimal": False}
+    found = subprocess.run([str(python), "-c", "import importlib.util, json, sys; print(json.dumps({m: importlib."
+                            "util.find_spec(m) is not None for m in sys.argv[1:]}))", *expected],
+                           capture_output=True, text=True, cwd=elsewhere, check=True)
+    assert json.loads(found.stdout) == expected, f"before the cell: {found.stdout} (true = importable)"
 
     cell = sync_colab.install_cell(ROOT.as_uri())       # file:// URL of this checkout: its HEAD commit is cloned
     env = _clean_env(MINIMAL_COLAB="1", MINIMAL_COLAB_DIR=str(course), MINIMAL_OFFLINE="1",
