@@ -108,8 +108,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
 # ---- checkpoint state (safetensors + JSON, no pickle) -----------------------------------------------------------
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict minus frozen parameters (those are rebuilt by whoever builds the model)."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    """state_dict minus frozen parameters (those are rebuilt by whoever builds the model). Every name of a tied
+    parameter counts (an LLM's lm_head.weight is its frozen embedding under a second name)."""
+    frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
     return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from minimal.train import CKPT_NAME, lr_at, train
+from minimal.train import CKPT_NAME, _trainable_state, lr_at, train
 from minimal.weights import load_safetensors
 
 
@@ -252,3 +252,13 @@ def test_losses_read_in_batches_name_the_bad_step():
     losses.add(torch.tensor(5.0), read_now=False)
     with pytest.raises(FloatingPointError, match="nan at step 5"):
         losses.add(torch.tensor(float("nan")), read_now=True)
+
+
+def test_checkpoints_leave_out_a_frozen_weight_under_every_name():
+    """A frozen weight tied under a second name (an LLM's lm_head.weight is its embedding) is not saved twice, nor
+    once: whoever builds the model rebuilds it."""
+    emb, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight
+    emb.weight.requires_grad_(False)
+    model = nn.ModuleDict({"emb": emb, "head": head, "proj": nn.Linear(4, 4)})
+    assert set(_trainable_state(model)) == {"proj.weight", "proj.bias"}
