@@ -25,7 +25,8 @@ import torch
 
 from minimal import env
 from minimal.mllm import MLLMConfig, build_mllm
-from minimal.recipes.mllm import MLLMRecipe, evaluate_all, train_stages
+from minimal.recipes.mllm import MLLMRecipe, train_stages
+from minimal.recipes.mllm_eval import evaluate_all
 
 
 def make_recipe(overrides: dict) -> MLLMRecipe:

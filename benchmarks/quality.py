@@ -43,7 +43,7 @@ from minimal.mllm import MLLM_ADAPTERS, build_mllm
 from minimal.modality_generator import GENERATOR_PATH
 from minimal.output_projector import OUTPUT_PROJECTOR_PATH, TargetTable
 from minimal.output_side import OutputSide
-from minimal.recipes import mllm as mllm_recipe
+from minimal.recipes import mllm_eval
 from minimal.recipes import output_side as output_recipe
 from minimal.shapes import ZERO_SHOT_TASKS, captions, render_batch, sample_scene, zero_shot_set
 from minimal.shapes.sketch import sketch_batch
@@ -102,7 +102,7 @@ def other_renderer_unseen(model, tok, seed: int, n: int) -> float:
 
 def mllm_quality(seed: int, n: int = 1000) -> dict:
     """The MLLM (tiny CLIP vision tower + shipped input projector and LoRA adapters + frozen SmolLM2) on world seed
-    `seed`, measured by the recipe's own evaluation (`minimal.recipes.mllm.evaluate_all`).
+    `seed`, measured by the recipe's own evaluation (`minimal.recipes.mllm_eval.evaluate_all`).
 
     `vqa`: exact-answer accuracy (first word, lower-case) on fresh train-split images, one question each, the
     kind drawn uniformly (colour, shape, count, exists, position); `vqa_unseen`: the same on images that contain a
@@ -116,7 +116,7 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
     n = min(n, 300)
     model = build_mllm(adapters_path=MLLM_ADAPTERS, verbose=False)
     with env.Timer() as timer:
-        out = mllm_recipe.evaluate_all(model, n, seed)
+        out = mllm_eval.evaluate_all(model, n, seed)
         out.update(mllm_wordings(model, n, seed))
     counts = model.parameter_counts()
     card = read_card(MLLM_ADAPTERS)
@@ -132,10 +132,10 @@ def mllm_quality(seed: int, n: int = 1000) -> dict:
 def mllm_wordings(model, n: int, seed: int) -> dict:
     """`vqa_paraphrase`: the questions of `vqa` in held-out English wordings (benchmarks/wordings/
     mllm_eval_questions.json, which no training code reads), with its accuracy per question kind."""
-    seen = mllm_recipe.eval_set(n, seed=seed, split="train")
+    seen = mllm_eval.eval_set(n, seed=seed, split="train")
     rng = random.Random(f"vqa-paraphrase/{seed}")
     reworded = [{**it, "question": reword_question(it["scene"], it["question"], rng)} for it in seen]
-    para = mllm_recipe.evaluate_vqa(model, reworded)
+    para = mllm_eval.evaluate_vqa(model, reworded)
     return {"vqa_paraphrase": para["accuracy"], "vqa_paraphrase_per_kind": para["per_kind"],
             "example_paraphrase": reworded[0]["question"]}
 

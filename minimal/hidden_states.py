@@ -14,20 +14,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .llm import chat_ids, check_fits, check_texts, pad_states
+from .llm import chat_ids, check_fits, check_texts, decoder_layers, pad_states
 from .shared_runs import shared_result
 
 
 class _Stop(Exception):
     """Raised by a forward hook once the layer we read has run: the layers above it would be wasted work."""
-
-
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__} has no .model.layers: llm_states needs a decoder-only HF LM")
-    return layers
 
 
 def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_size: int = 32,
@@ -41,7 +33,7 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
     frozen, so its states for a text never change). Use one cache per system message.
     """
     texts = [] if isinstance(texts, list | tuple) and not texts else check_texts(texts, "texts")
-    n_layers = len(_decoder_layers(model))
+    n_layers = len(decoder_layers(model))
     if not 1 <= layer <= n_layers:
         raise ValueError(f"layer must be in 1..{n_layers}, got {layer}")
     if cache is not None:
@@ -62,7 +54,7 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
 def _run_to_layer(model: nn.Module, ids: list[list[int]], layer: int, pad: int, batch_size: int, progress: bool
                   ) -> list[torch.Tensor]:
     """The hidden states after decoder layer `layer` for each row of token ids: [(T_i, hidden)], float32, CPU."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     device = next(model.parameters()).device
     captured: dict[str, torch.Tensor] = {}

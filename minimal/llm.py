@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
@@ -323,6 +324,14 @@ def new_kv_cache(model: Any) -> dict:
         cache = DynamicCache()
     params = inspect.signature(model.forward).parameters
     return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a Hugging Face decoder-only LM (`model.model.layers`), or a ValueError."""
+    layers = getattr(getattr(model, "model", model), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no .model.layers: a decoder-only Hugging Face LM is needed")
+    return layers
 
 
 def pad_states(states: list[torch.Tensor], value: float = 0, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,16 +26,8 @@ from minimal.mllm import (
     build_mllm,
     load_adapters,
 )
-from minimal.recipes.mllm import (
-    caption_score,
-    eval_set,
-    evaluate_captions,
-    evaluate_vqa,
-    korean_batch,
-    make_batches,
-    normalise_answer,
-    qa_turns,
-)
+from minimal.recipes.mllm import korean_batch, make_batches, qa_turns
+from minimal.recipes.mllm_eval import caption_score, eval_set, evaluate_captions, evaluate_vqa, normalise_answer
 from minimal.shapes import canonical_caption
 from minimal.vit import VisionTransformer, ViTConfig
 
