@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import runpy
 import subprocess
 import sys
 
@@ -209,7 +210,13 @@ def test_ddp_under_torchrun_equals_single_process(tmp_path):
     script.write_text(_DDP_SCRIPT)
     single, multi = tmp_path / "single.safetensors", tmp_path / "multi.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), str(single)], check=True, env=env)
+    threads, argv = torch.get_num_threads(), sys.argv
+    try:                       # one process: run here, in this interpreter (its torch is already imported)
+        sys.argv = [str(script), str(single)]
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     str(script), str(multi)], check=True, env=env, capture_output=True)
     (a, ca), (b, cb) = load_safetensors(single), load_safetensors(multi)
