@@ -25,14 +25,8 @@ from minimal import env
 from minimal.llm import decoder_layers
 from minimal.lora import lora_parameters
 from minimal.mllm import MLLMConfig, build_mllm
-from minimal.recipes.mllm import MLLMRecipe, make_batches, stage2_step_seconds, use_bf16
+from minimal.recipes.mllm import MLLMRecipe, stage2_batches, stage2_step_seconds, use_bf16
 from minimal.train import make_optimizer, to_device
-
-
-def batches_for(mllm, recipe: MLLMRecipe):
-    return make_batches(mllm, 2, recipe.stage2_batch, recipe.seed, korean=recipe.stage2_korean,
-                        n_turns=recipe.stage2_turns, caption_prob=recipe.stage2_caption_prob,
-                        reword=recipe.stage2_reword)
 
 
 def fixed_steps(mllm, batch, steps: int, amp: bool, device: torch.device) -> list[float]:
@@ -77,7 +71,7 @@ def main() -> None:
         for layer in decoder_layers(mllm.llm):
             for block in (layer.mlp, layer.input_layernorm, layer.post_attention_layernorm):
                 block.compile(dynamic=True)
-    make = batches_for(mllm, recipe)
+    make = stage2_batches(mllm, recipe)
     data = []
     for step in range(6):
         t = time.perf_counter()

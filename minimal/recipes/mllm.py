@@ -142,6 +142,13 @@ class MLLMRecipe:
                              "stage2_batch": 8, "warmup": 3})
 
 
+def stage2_batches(mllm: MLLM, recipe: MLLMRecipe):
+    """The recipe's stage-2 batch factory ``step -> batch`` (`make_batches` with the recipe's stage-2 settings)."""
+    return make_batches(mllm, 2, recipe.stage2_batch, recipe.seed, korean=recipe.stage2_korean,
+                        n_turns=recipe.stage2_turns, caption_prob=recipe.stage2_caption_prob,
+                        reword=recipe.stage2_reword)
+
+
 def use_bf16(recipe: MLLMRecipe, device: str | torch.device | None) -> bool:
     """Whether training runs under bf16 autocast: CUDA always (if `recipe.bf16`); a CPU only when oneDNN has
     native bf16 kernels there (elsewhere bf16 would be emulated and slower than float32)."""
@@ -166,9 +173,7 @@ def train_stages(mllm: MLLM, recipe: MLLMRecipe, stages: tuple[int, ...] = (1, 2
             batches = make_batches(mllm, 1, recipe.stage1_batch, recipe.seed)
             steps, lr = recipe.stage1_steps, recipe.stage1_lr
         else:
-            batches = make_batches(mllm, 2, recipe.stage2_batch, recipe.seed, korean=recipe.stage2_korean,
-                                   n_turns=recipe.stage2_turns, caption_prob=recipe.stage2_caption_prob,
-                                   reword=recipe.stage2_reword)
+            batches = stage2_batches(mllm, recipe)
             steps, lr = recipe.stage2_steps, recipe.stage2_lr
         histories[stage] = train(mllm, lambda model, batch: model.loss(batch), batches, steps=steps, lr=lr,
                                  warmup=min(recipe.warmup, steps // 2), device=device, progress=progress,
@@ -181,9 +186,7 @@ def stage2_step_seconds(mllm: MLLM, recipe: MLLMRecipe, device: str | torch.devi
     """Seconds a stage-2 step takes here: `probe` steps at learning rate 0 (no weight changes), the first third
     discarded as warm-up."""
     stamps: list[float] = []
-    batches = make_batches(mllm, 2, recipe.stage2_batch, recipe.seed, korean=recipe.stage2_korean,
-                           n_turns=recipe.stage2_turns, caption_prob=recipe.stage2_caption_prob,
-                           reword=recipe.stage2_reword)
+    batches = stage2_batches(mllm, recipe)
     for p in lora_parameters(mllm.llm):
         p.requires_grad_(2 in recipe.lora_stages)
     train(mllm, lambda model, batch: model.loss(batch), batches, steps=probe, lr=0.0, device=device,
