@@ -7,7 +7,7 @@ is a unit too. A process takes the next unit when it is free; the units go in th
 keeps it): the longest chapters first (08, 09, 04 and 10 take most of the time: ≈ 160, 110, 50 and 35 s for the
 English edition in fast mode on the 2-core CPU; 04 before 09, so that on a fresh machine only chapter 08 builds
 the frozen LLM's cache from the wheel, ≈ 25 s, and 09 starts when it is there), then the other chapters, then the
-unit-test files, the longest first (the type check ≈ 30 s, the frozen-LLM and multi-process tests ≈ 15-30 s), the
+unit-test files, the longest first (the frozen-LLM, fresh-install and multi-process tests ≈ 15-35 s), the
 short ones filling the gaps at the end.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 LONGEST_FIRST = ("08", "04", "09", "10")
-LONGEST_UNIT_FILES = ("test_typecheck.py", "test_mllm.py", "test_colab_install.py", "test_ddp.py", "test_train.py")
+LONGEST_UNIT_FILES = ("test_mllm.py", "test_colab_install.py", "test_ddp.py", "test_train.py")
 CHAPTER = re.compile(r"^chapters/(?:ko/)?(\d\d)_[^/]*\.ipynb::")
 
 

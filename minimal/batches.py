@@ -37,8 +37,8 @@ class _Steps(Dataset):
     def __len__(self) -> int:
         return self.steps - self.start
 
-    def __getitem__(self, i: int) -> Any:
-        return self.factory(self.start + i)
+    def __getitem__(self, index: int) -> Any:
+        return self.factory(self.start + index)
 
 
 class BatchSource:

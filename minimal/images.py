@@ -284,9 +284,9 @@ class ImageCaptionFolder(Dataset):
             img = resize_and_crop(img, self.size)
         return img
 
-    def __getitem__(self, i: int) -> dict:
-        name, caps, _ = self.records[i]
-        img = self.load_image(i)
+    def __getitem__(self, index: int) -> dict:
+        name, caps, _ = self.records[index]
+        img = self.load_image(index)
         image = self.transform(img) if self.transform is not None else to_tensor(img)
         return {"image": image, "caption": caps[0], "captions": caps, "file_name": name}
 

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ def load_llm(name: str | None = None, device: str | torch.device | None = None,
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def _quiet_transformers() -> Generator[None, None, None]:
     """Hide transformers' per-load progress bars and info logs (the reader sees one summary line instead)."""
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

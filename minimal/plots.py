@@ -93,6 +93,14 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, cols: int 
     return fig
 
 
+def _figure_of(ax: plt.Axes) -> plt.Figure:
+    """The whole figure `ax` is drawn in (also when it sits in a sub-figure)."""
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ValueError("ax is not part of a figure: draw into an Axes made by plt.subplots or fig.add_subplot")
+    return fig
+
+
 def _wrap(text: str, width: int) -> str:
     """textwrap.fill for each line, with half the width for lines containing Hangul (double-width glyphs)."""
     out = []
@@ -128,12 +136,12 @@ def matrix(values: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None =
     values = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if values.ndim != 2:
         raise ValueError(f"matrix() draws 2-D arrays, got shape {values.shape}")
-    fig: Any
+    fig: plt.Figure
     if ax is None:   # annotated cells need room for their numbers
         cell = 0.7 if annotate else 0.4
         fig, ax = plt.subplots(figsize=(2.0 + cell * values.shape[1], 1.0 + cell * values.shape[0]))
     else:
-        fig = ax.figure
+        fig = _figure_of(ax)
     im = ax.imshow(values, cmap=cmap)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if row_labels is not None:
@@ -157,11 +165,11 @@ def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], titl
     asymmetric interval); `line` a dashed horizontal target (e.g. 0.9). The legend sits under the axes."""
     if not series or any(len(v) != len(groups) for v in series.values()):
         raise ValueError(f"every series needs one value per group ({len(groups)})")
-    fig: Any
+    fig: plt.Figure
     if ax is None:
         fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(groups) * len(series), 3.8))
     else:
-        fig = ax.figure
+        fig = _figure_of(ax)
     width = 0.8 / len(series)
     x = np.arange(len(groups))
     for k, (name, values) in enumerate(series.items()):
@@ -190,11 +198,11 @@ def attention_overlay(image: Image.Image | torch.Tensor | np.ndarray, weights: t
         raise ValueError(f"weights must be a 2-D patch grid (h, w), got shape {w.shape}")
     array = as_image_array(image)
     height, width = array.shape[:2]
-    fig: Any
+    fig: plt.Figure
     if ax is None:
         fig, ax = plt.subplots(figsize=(2.4, 2.6))
     else:
-        fig = ax.figure
+        fig = _figure_of(ax)
     rel = w / max(float(w.max()), 1e-12)
     rgba = plt.get_cmap(cmap)(1 - rel)          # the strongest patch darkest red
     rgba[..., 3] = 0.85 * rel
@@ -331,11 +339,11 @@ def embedding_map(points: torch.Tensor | np.ndarray, groups: Sequence[str], titl
     names = list(dict.fromkeys(groups))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     palette: dict[str, Any] = dict(colours) if colours else {g: cmap(i % cmap.N) for i, g in enumerate(names)}
-    fig: Any
+    fig: plt.Figure
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 5))
     else:
-        fig = ax.figure
+        fig = _figure_of(ax)
     group_arr = np.asarray(groups)
     marker_arr = np.asarray(markers) if markers is not None else np.full(len(points), "o")
     for g in names:

@@ -126,8 +126,8 @@ class LayerNorm(nn.LayerNorm):
     norm in float32 and returns float32; casting back keeps a bf16 residual stream in bf16 — half the bytes through
     every add and norm that follows. In float32, and for a float32 stream, nothing changes."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x).to(x.dtype)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:   # `input`: nn.LayerNorm's own name for it
+        return super().forward(input).to(input.dtype)
 
 
 class Block(nn.Module):

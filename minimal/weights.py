@@ -69,9 +69,9 @@ def check_real(value: Any, name: str, low: float | None = None, high: float | No
     unless `low_open` / `high_open`); else a ValueError naming `name`, the expected range and what came."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:
-        ok = value > low if low_open else value >= low
+        ok = float(value) > low if low_open else float(value) >= low
     if ok and high is not None:
-        ok = value < high if high_open else value <= high
+        ok = float(value) < high if high_open else float(value) <= high
     if not ok:
         bounds = [f"{'>' if low_open else '≥'} {low:g}" if low is not None else "",
                   f"{'<' if high_open else '≤'} {high:g}" if high is not None else ""]

@@ -20,12 +20,13 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import env
 from ..clip import CLIP, TINY_CLIP, CLIPConfig
@@ -88,7 +89,7 @@ class ClipRecipe:
     def small(self) -> ClipRecipe:
         """The fast-mode variant (notebook tests): same model, 200 steps. Enough to show training works, far from
         the full recipe: colour+shape zero-shot 0.29 on seen and 0.28 on unseen pairs (chance 1/48), 300 images."""
-        return ClipRecipe(**{**asdict(self), "steps": 200, "warmup": 20})
+        return replace(self, steps=200, warmup=20)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
@@ -209,7 +210,8 @@ class CaptionBatches:
         return {"pixels": normalize(pixels), "ids": self.encode(caps)}
 
 
-def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor], length_buckets: int = 1) -> torch.Tensor:
+def clip_batch_loss(model: CLIP | DistributedDataParallel, batch: dict[str, torch.Tensor],
+                    length_buckets: int = 1) -> torch.Tensor:
     """The training objective: symmetric InfoNCE over the batch (`losses.clip_loss`). `length_buckets`: see
     `CLIP.encode_text` (a speed-up only).
 
@@ -218,7 +220,7 @@ def clip_batch_loss(model: CLIP, batch: dict[str, torch.Tensor], length_buckets:
     not distributed).
     """
     out = model(batch["pixels"], batch["ids"], length_buckets=length_buckets)
-    core = getattr(model, "module", model)  # DDP wraps the model; logit_scale lives on .module
+    core = model.module if isinstance(model, DistributedDataParallel) else model   # logit_scale lives inside DDP
     return clip_loss_distributed(out.image_embeds, out.text_embeds, core.logit_scale)
 
 

@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -134,12 +134,11 @@ class MLLMRecipe:
 
     def cpu(self) -> MLLMRecipe:
         """The recipe that trains in about 15 minutes on a 2-core CPU: stage 2 with 8 conversations a step."""
-        return MLLMRecipe(**{**asdict(self), "stage2_steps": 150, "stage2_batch": 8})
+        return replace(self, stage2_steps=150, stage2_batch=8)
 
     def small(self) -> MLLMRecipe:
         """Fast mode: the same recipe, far fewer steps."""
-        return MLLMRecipe(**{**asdict(self), "stage1_steps": 10, "stage1_batch": 8, "stage2_steps": 10,
-                             "stage2_batch": 8, "warmup": 3})
+        return replace(self, stage1_steps=10, stage1_batch=8, stage2_steps=10, stage2_batch=8, warmup=3)
 
 
 def stage2_batches(mllm: MLLM, recipe: MLLMRecipe):

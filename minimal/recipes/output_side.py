@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -68,7 +68,7 @@ class GeneratorRecipe:
 
     def small(self) -> GeneratorRecipe:
         """Fast-mode variant: same model, far fewer steps (blurry drawings; the chapter loads the shipped one)."""
-        return GeneratorRecipe(**{**asdict(self), "steps": 60, "batch": 64, "warmup": 10})
+        return replace(self, steps=60, batch=64, warmup=10)
 
 
 class GeneratorBatches:
@@ -136,7 +136,7 @@ class ProjectorRecipe:
 
     def small(self) -> ProjectorRecipe:
         """Fast-mode variant: fewer requests and steps."""
-        return ProjectorRecipe(**{**asdict(self), "n_train": 160, "steps": 250})
+        return replace(self, n_train=160, steps=250)
 
 
 class ProjectorBatches:

@@ -59,8 +59,8 @@ class ShapesCaptions(_ShapesBase):
     "both" (each item picks one language). Not normalised: apply `normalize` in the model or the loop.
     """
 
-    def __getitem__(self, i: int) -> dict:
-        scene, image, rng, lang = self._item(i)
+    def __getitem__(self, index: int) -> dict:
+        scene, image, rng, lang = self._item(index)
         return {"image": image, "caption": rng.choice(captions(scene, lang)), "scene": scene}
 
 
@@ -71,8 +71,8 @@ class ShapesQA(_ShapesBase):
     uniformly first, then a question of that kind, so counting is not drowned by the many existence questions.
     """
 
-    def __getitem__(self, i: int) -> dict:
-        scene, image, rng, lang = self._item(i)
+    def __getitem__(self, index: int) -> dict:
+        scene, image, rng, lang = self._item(index)
         qas = questions(scene, lang)
         kind = rng.choice(sorted({qa.kind for qa in qas}))
         qa = rng.choice([qa for qa in qas if qa.kind == kind])
