@@ -322,6 +322,23 @@ def augment(x: torch.Tensor, generator: torch.Generator, shift: float = 1.0, tur
     return out.clamp(0, 1)
 
 
+def as_image_tensor(image: Image.Image | torch.Tensor, size: int, name: str = "image") -> torch.Tensor:
+    """One image as an encoder of `size`-px images reads it: a PIL image of any mode (made RGB by `to_rgb`, resized
+    bicubic) or a float tensor (3, size, size) in [0, 1] -> float tensor (3, size, size); else an error naming
+    `name` and what came."""
+    if isinstance(image, Image.Image):
+        image = to_tensor(to_rgb(image).resize((size, size), resample=Image.Resampling.BICUBIC))
+    want = f"a PIL image, or a float tensor (3, {size}, {size}) in [0, 1]"
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be {want}, got {type(image).__module__}.{type(image).__qualname__}")
+    if not image.is_floating_point() or image.shape != (3, size, size):
+        raise ValueError(f"{name} must be {want}, got dtype {image.dtype} and shape {tuple(image.shape)}")
+    lo, hi = torch.aminmax(image.detach())
+    if not (0 <= lo and hi <= 1):   # NaN fails too
+        raise ValueError(f"{name} must be {want}, got values from {float(lo):g} to {float(hi):g}")
+    return image
+
+
 def check_floating_images(x: torch.Tensor) -> None:
     """A clear error unless x is a float tensor (B, 3, H, W)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[1] != 3:

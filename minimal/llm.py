@@ -326,6 +326,53 @@ def new_kv_cache(model: Any) -> dict:
     return {"cache" if "cache" in params else "past_key_values": cache}
 
 
+def pad_after_shared_prefix(rows: list[list[int]], pad: int, never_shared: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Token rows -> (ids (B, T), attention_mask (B, T), shared): the longest prefix every row starts with (at
+    least 4 tokens, one token of each row left after it, no `never_shared` id in it; else 0), then each row's own
+    tokens padded on the left, so the shared prefix sits at the same positions in every row (`greedy_generate`)."""
+    shared = 0
+    while all(len(r) > shared + 1 and r[shared] == rows[0][shared] != never_shared for r in rows):
+        shared += 1
+    shared = shared if shared >= 4 else 0
+    rest, mask = pad_states([torch.tensor(r[shared:], dtype=torch.long) for r in rows], pad, left=True)
+    prefix = torch.tensor(rows[0][:shared], dtype=torch.long).expand(len(rows), shared)
+    return torch.cat([prefix, rest], 1), torch.cat([torch.ones_like(prefix), mask.long()], 1), shared
+
+
+@torch.no_grad()
+def greedy_generate(model: Any, embeds: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                    eos_token_id: int, pad_token_id: int, shared: int = 0) -> torch.Tensor:
+    """Greedy decoding with the KV cache, from input embeddings (what `model.generate(inputs_embeds=...,
+    do_sample=False)` does): embeds (B, T, D), attention_mask (B, T) with 0 at padding -> the new tokens (B, n),
+    n <= max_new_tokens; a row that has said EOS is filled with `pad_token_id` until every row has.
+
+    The first `shared` positions must be the same in every row (the system message of a chat prompt, with the
+    padding after it): their keys/values are computed once, for one row, and copied to the batch — the prefix
+    trick of `MLLM.forward`, here saving ~40 % of reading a batch of short questions."""
+    body, head, table = model.base_model, model.get_output_embeddings(), model.get_input_embeddings()
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)   # a row's own token count: padding takes no position
+    cache = new_kv_cache(body)
+    if shared:
+        body(inputs_embeds=embeds[:1, :shared], position_ids=positions[:1, :shared], use_cache=True, **cache)
+        next(iter(cache.values())).batch_repeat_interleave(embeds.shape[0])
+    step_in, step_pos = embeds[:, shared:], positions[:, shared:]
+    done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
+    new: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        hidden = body(inputs_embeds=step_in, attention_mask=mask, position_ids=step_pos, use_cache=True,
+                      **cache).last_hidden_state[:, -1]
+        token = head(hidden).argmax(-1).masked_fill(done, pad_token_id)
+        new.append(token)
+        done |= token == eos_token_id
+        if done.all():
+            break
+        step_in, step_pos = table(token)[:, None], step_pos[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+    return torch.stack(new, dim=1) if new else embeds.new_zeros(embeds.shape[0], 0, dtype=torch.long)
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers of a Hugging Face decoder-only LM (`model.model.layers`), or a ValueError."""
     layers = getattr(getattr(model, "model", model), "layers", None)

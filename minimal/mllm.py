@@ -39,9 +39,20 @@ from torch import Tensor, nn
 
 from .accounting import count_parameters, freeze
 from .clip import load_tiny_clip
-from .images import normalize, to_rgb, to_tensor
+from .images import as_image_tensor, normalize
 from .input_projector import KINDS, InputProjector
-from .llm import chat_slots, check_fits, check_text, check_texts, encode_slots, load_llm, new_kv_cache, pad_states
+from .llm import (
+    chat_slots,
+    check_fits,
+    check_text,
+    check_texts,
+    encode_slots,
+    greedy_generate,
+    load_llm,
+    new_kv_cache,
+    pad_after_shared_prefix,
+    pad_states,
+)
 from .lora import add_lora, lora_parameters
 from .shared_runs import shared_result
 from .vit import VisionTransformer
@@ -298,9 +309,10 @@ class MLLM(nn.Module):
     def generate(self, images: Tensor | None, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy answers to a batch of user prompts (each with one "<image>" per image; a prompt without it gets
         the image in front). images (B, 3, S, S) in [0, 1] or None -> list of B strings. Prompts that do not fit
-        the LLM's context window are refused before any work (`minimal.llm.check_fits`). The LLM's own
-        `generate(inputs_embeds=...)` decodes with its KV cache (image and prompt read once, then one position per
-        new token); the test command shares identical calls between a chapter's two editions (`shared_result`)."""
+        the LLM's context window are refused before any work (`minimal.llm.check_fits`). `minimal.llm.greedy_generate`
+        decodes with the KV cache (the system message read once for the batch, image and question once per row,
+        then one position per new token); the test command shares identical calls between a chapter's two editions
+        (`shared_result`)."""
         if images is not None and not isinstance(images, Tensor):
             raise TypeError(f"images must be None or a float tensor (B, 3, S, S) in [0, 1], got {type(images)}")
         return self._generate(images, check_texts(prompts, "prompts"), max_new_tokens, "prompts[{}]")
@@ -313,28 +325,16 @@ class MLLM(nn.Module):
         examples = [self.tokenize([(p, None)]) for p in prompts]
         for i, (row, _) in enumerate(examples):
             check_fits(self.llm, len(row), name.format(i), max_new_tokens)
-        batch = self.collate(examples, padding_side="left")
-        ids, mask = (batch[k].to(next(self.llm.parameters()).device) for k in ("input_ids", "attention_mask"))
-        tok = self.tokenizer
-        out = self.llm.generate(inputs_embeds=self.embed(ids, images), attention_mask=mask, do_sample=False,
-                                max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                eos_token_id=tok.eos_token_id)
+        tok, device = self.tokenizer, next(self.llm.parameters()).device
+        ids, mask, shared = pad_after_shared_prefix([row for row, _ in examples], tok.pad_token_id or 0, IMAGE_TOKEN_ID)
+        out = greedy_generate(self.llm, self.embed(ids.to(device), images), mask.to(device), max_new_tokens,
+                              tok.eos_token_id, tok.pad_token_id, shared)
         return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
     def chat(self, image: Image.Image | Tensor, question: str, max_new_tokens: int = 32) -> str:
         """One image (a PIL image of any mode, or a float tensor (3, S, S) in [0, 1]) and one question -> the
         answer: ``mllm.chat(img, "what colour is the star?")``."""
-        size = self.vision.cfg.image_size
-        if isinstance(image, Image.Image):   # RGB (transparency over white), resized to what the encoder knows
-            image = to_tensor(to_rgb(image).resize((size, size), resample=Image.Resampling.BICUBIC))
-        want = f"a PIL image, or a float tensor (3, {size}, {size}) in [0, 1]"
-        if not isinstance(image, Tensor):
-            raise TypeError(f"image must be {want}, got {type(image).__module__}.{type(image).__qualname__}")
-        if not image.is_floating_point() or image.shape != (3, size, size):
-            raise ValueError(f"image must be {want}, got dtype {image.dtype} and shape {tuple(image.shape)}")
-        lo, hi = torch.aminmax(image.detach())
-        if not (0 <= lo and hi <= 1):   # NaN fails too
-            raise ValueError(f"image must be {want}, got values from {float(lo):g} to {float(hi):g}")
+        image = as_image_tensor(image, self.vision.cfg.image_size)   # a PIL image: RGB, resized to what it knows
         return self._generate(image.unsqueeze(0), [check_text(question, "question")], max_new_tokens, "question")[0]
 
     # ---- parameters and checkpoints -----------------------------------------------------------------------------

@@ -100,3 +100,20 @@ def test_greedy_answer_is_sensible(frozen_llm):
     model, tokenizer = frozen_llm
     reply = llm.answer(model, tokenizer, "What is the capital of France?", max_new_tokens=12)
     assert "Paris" in reply, reply
+
+
+@pytest.mark.slow
+def test_greedy_generate_equals_hf_generate_with_or_without_the_shared_prefix(frozen_llm):
+    model, tok = frozen_llm
+    rows = [llm.chat_ids(tok, q) for q in ("what colour is a banana?", "name three shapes with corners", "hi")]
+    ids, mask, shared = llm.pad_after_shared_prefix(rows, tok.pad_token_id)
+    assert shared >= 4 and (ids[:, :shared] == ids[:1, :shared]).all() and mask[:, :shared].all()
+    assert [ids[i][mask[i] == 1].tolist() for i in range(3)] == rows        # every row's own tokens, in order
+    embeds = model.get_input_embeddings()(ids)
+    ours = [llm.greedy_generate(model, embeds, mask, 12, tok.eos_token_id, tok.pad_token_id, s) for s in (shared, 0)]
+    left, left_mask = llm.pad_states([torch.tensor(r) for r in rows], tok.pad_token_id, left=True)   # the usual way
+    hf = model.generate(inputs_embeds=model.get_input_embeddings()(left), attention_mask=left_mask.long(),
+                        do_sample=False, max_new_tokens=12, pad_token_id=tok.pad_token_id,
+                        eos_token_id=tok.eos_token_id)
+    assert torch.equal(ours[0], hf) and torch.equal(ours[1], hf), (ours, hf)
+    assert (hf == tok.eos_token_id).any()   # a row ended early: what follows its EOS is padding in both

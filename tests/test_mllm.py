@@ -229,11 +229,12 @@ def test_shipped_checkpoint_loads_strictly_and_answers_held_out_questions(fresh_
     vqa = evaluate_vqa(mllm, items)
     chance = sum({"colour": 1 / 8, "shape": 1 / 6, "count": 1 / 3, "exists": 1 / 2, "position": 1 / 5}[it["kind"]]
                  for it in items) / len(items)
-    # the shipped MLLM answers ~2/3 of the questions (card: vqa ~0.65; chance ~0.27): well above chance
-    assert vqa["accuracy"] >= chance + 0.2, list(zip([it["question"] for it in items], vqa["answers"], strict=True))
+    # the shipped MLLM answers nearly every question (its card: vqa 0.98 on 200 fresh images; chance here ~0.3)
+    assert chance < 0.5 and vqa["accuracy"] >= 0.85, list(zip([it["question"] for it in items], vqa["answers"],
+                                                              strict=True))
     assert all(len(a.split()) <= 2 for a in vqa["answers"])   # stage 2 taught one-word answers
     caps = evaluate_captions(mllm, items[:8])
-    assert caps["caption_attr"] >= 0.5, caps["captions"]
+    assert caps["caption_attr"] >= 0.85, caps["captions"]   # card: 0.999
 
 
 def test_feature_layers_concatenate_and_normalise(llm):
