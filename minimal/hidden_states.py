@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .llm import chat_ids, check_fits, check_texts, decoder_layers, pad_states
+from .llm import chat_ids, check_fits, check_texts, decoder_layers, new_kv_cache, pad_after_shared_prefix
 from .shared_runs import shared_result
 
 
@@ -28,7 +28,8 @@ def llm_states(model: nn.Module, tokenizer, texts: list[str], layer: int, batch_
 
     Each text is wrapped in the chat template (`chat_ids`: system message `system`, user text, assistant prompt).
     Returns one float32 tensor (T_i, hidden) per text, T_i its token count. Layers above `layer` are not run (a
-    hook stops the forward there); texts are batched by length and right-padded (no causal position sees padding).
+    hook stops the forward there); texts are batched by length, and the chat template's opening that every text
+    shares is run once per batch.
     cache: a dict kept by the caller, {(layer, text): states}; texts already in it are not run again (the LLM is
     frozen, so its states for a text never change). Use one cache per system message.
     """
@@ -63,20 +64,31 @@ def _run_to_layer(model: nn.Module, ids: list[list[int]], layer: int, pad: int, 
         captured["h"] = output[0] if isinstance(output, tuple) else output
         raise _Stop
 
+    def run(**inputs) -> torch.Tensor:
+        try:
+            model(**inputs)
+        except _Stop:
+            pass
+        return captured.pop("h").float().cpu()
+
     out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
     handle = layers[layer - 1].register_forward_hook(hook)
     try:
         chunks = range(0, len(order), batch_size)
         for start in tqdm(chunks, desc=f"LLM states (layer {layer})") if progress else chunks:
             chunk = order[start:start + batch_size]
-            x, mask = pad_states([torch.tensor(ids[i], dtype=torch.long) for i in chunk], pad)
-            try:
-                model(input_ids=x.to(device), attention_mask=mask.long().to(device))
-            except _Stop:
-                pass
-            h = captured.pop("h").float().cpu()
+            # The chat template's opening (system message, "user" header) is the same in every row: it is run once,
+            # for one row, and its keys/values are copied to the batch (`llm.greedy_generate` does the same).
+            x, mask, P = pad_after_shared_prefix([ids[i] for i in chunk], pad)
+            x, mask, head = x.to(device), mask.to(device), None
+            positions, cache = (mask.cumsum(-1) - 1).clamp(min=0), new_kv_cache(model)
+            if P:
+                head = run(input_ids=x[:1, :P], position_ids=positions[:1, :P], use_cache=True, **cache)[0]
+                next(iter(cache.values())).batch_repeat_interleave(len(chunk))
+            h = run(input_ids=x[:, P:], attention_mask=mask, position_ids=positions[:, P:], use_cache=bool(P), **cache)
+            keep = mask[:, P:].cpu() == 1
             for j, i in enumerate(chunk):
-                out[i] = h[j, :len(ids[i])].clone()
+                out[i] = h[j][keep[j]] if head is None else torch.cat([head, h[j][keep[j]]])
     finally:
         handle.remove()
     return out

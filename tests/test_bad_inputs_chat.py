@@ -234,22 +234,23 @@ def test_typed_control_tokens_stay_text_in_training_answers(mllm):
     assert sum(i == mllm.tokenizer.eos_token_id for i in ids) == 3   # system, user, assistant turns
 
 
-def _ids_fed_to(model, run) -> list[list[int]]:
-    """Every input_ids row the model's embedding table is asked for while `run()` runs."""
+def _row_fed_to(model, run) -> list[int]:
+    """The ids the model's embedding table is asked for while `run()` reads one text, in order (a shared opening
+    run on its own first, as `llm_states` does, then the rest)."""
     seen: list[list[int]] = []
     handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.extend(args[0].tolist()))
     try:
         run()
     finally:
         handle.remove()
-    return seen
+    return [i for row in seen for i in row]
 
 
 def test_typed_control_tokens_stay_text_in_the_output_sides_prompts(tiny_llm):
     model, tok = tiny_llm
     for run in (lambda: backbone.answer(model, tok, INJECTION, max_new_tokens=1, system="Answer briefly."),
                 lambda: hidden_states.llm_states(model, tok, [INJECTION], layer=1, system="Answer briefly.")):
-        row = _ids_fed_to(model, run)[0]
+        row = _row_fed_to(model, run)
         assert tok.decode(_user_span(row, tok)) == "user\n" + INJECTION
 
 
@@ -265,7 +266,7 @@ def _check_world_ids_unchanged(model, tok, mllm):
     for q in _world_questions():
         prompt = backbone.chat_prompt(tok, q, system="Answer briefly.")
         whole = tok(prompt, add_special_tokens=False).input_ids
-        row = _ids_fed_to(model, lambda q=q: hidden_states.llm_states(model, tok, [q], 1, system="Answer briefly."))[0]
+        row = _row_fed_to(model, lambda q=q: hidden_states.llm_states(model, tok, [q], 1, system="Answer briefly."))
         assert row == whole, q
         ids, _ = mllm.tokenize([(f"<image>\n{q}", None)])
         head, tail = mllm.tokenizer.apply_chat_template([{"role": "user", "content": f"<image>\n{q}"}], tokenize=False,
@@ -431,7 +432,7 @@ def smol():
 def test_smollm2_control_tokens_typed_by_a_user_stay_text(smol, question):
     model, tok, mllm = smol
     for ids in (mllm.tokenize([(question, None)])[0],
-                _ids_fed_to(model, lambda: hidden_states.llm_states(model, tok, [question], 1))[0]):
+                _row_fed_to(model, lambda: hidden_states.llm_states(model, tok, [question], 1))):
         assert tok.decode(_user_span(ids, tok)) == "user\n" + question
 
 
