@@ -4,9 +4,9 @@ A chapter's two editions, English then Korean, form one unit of work that one pr
 (the scheduler below; the cells of a notebook must share one kernel anyway), so the Korean edition always finds
 the English edition's training runs and answers done and takes them (minimal/shared_runs.py). Each unit-test file
 is a unit too. A process takes the next unit when it is free; the units go in this order (`--no-loadscope-reorder`
-keeps it): the longest chapters first (08, 09, 04 and 10 take most of the time: ≈ 160, 110, 50 and 35 s for the
+keeps it): the longest chapters first (08, 09, 04 and 10 take most of the time: ≈ 190, 125, 60 and 45 s for the
 English edition in fast mode on the 2-core CPU; 04 before 09, so that on a fresh machine only chapter 08 builds
-the frozen LLM's cache from the wheel, ≈ 25 s, and 09 starts when it is there), then the other chapters, then the
+the frozen LLM's cache from the wheel, ≈ 35 s, and 09 starts when it is there), then the other chapters, then the
 unit-test files, the longest first (the frozen-LLM, fresh-install and multi-process tests ≈ 15-35 s), the
 short ones filling the gaps at the end.
 """
