@@ -50,7 +50,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/pyrefly check
+	$(BIN)/pyrefly check --python-interpreter-path $(BIN)/python
 
 # Retrain every shipped checkpoint in data/checkpoints/, in dependency order (the later ones read the tiny CLIP).
 # Measured on the idle 2-core CPU: CLIP ~3 min, generator ~10 min, output projector ~1 min, MLLM projector ~11 min.
