@@ -14,6 +14,7 @@ Files written (next to each other): ``tiny_clip.safetensors`` (weights + config)
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import random
@@ -89,7 +90,7 @@ class ClipRecipe:
     def small(self) -> ClipRecipe:
         """The fast-mode variant (notebook tests): same model, 200 steps. Enough to show training works, far from
         the full recipe: colour+shape zero-shot 0.29 on seen and 0.28 on unseen pairs (chance 1/48), 300 images."""
-        return replace(self, steps=200, warmup=20)
+        return replace(copy.deepcopy(self), steps=200, warmup=20)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ of a 2-core CPU and answers less well (figures on the card and in chapter 08):
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import math
@@ -134,11 +135,11 @@ class MLLMRecipe:
 
     def cpu(self) -> MLLMRecipe:
         """The recipe that trains in about 15 minutes on a 2-core CPU: stage 2 with 8 conversations a step."""
-        return replace(self, stage2_steps=150, stage2_batch=8)
+        return replace(copy.deepcopy(self), stage2_steps=150, stage2_batch=8)
 
     def small(self) -> MLLMRecipe:
         """Fast mode: the same recipe, far fewer steps."""
-        return replace(self, stage1_steps=10, stage1_batch=8, stage2_steps=10, stage2_batch=8, warmup=3)
+        return replace(copy.deepcopy(self), stage1_steps=10, stage1_batch=8, stage2_steps=10, stage2_batch=8, warmup=3)
 
 
 def stage2_batches(mllm: MLLM, recipe: MLLMRecipe):

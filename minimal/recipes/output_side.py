@@ -68,7 +68,7 @@ class GeneratorRecipe:
 
     def small(self) -> GeneratorRecipe:
         """Fast-mode variant: same model, far fewer steps (blurry drawings; the chapter loads the shipped one)."""
-        return replace(self, steps=60, batch=64, warmup=10)
+        return replace(copy.deepcopy(self), steps=60, batch=64, warmup=10)
 
 
 class GeneratorBatches:
@@ -136,7 +136,7 @@ class ProjectorRecipe:
 
     def small(self) -> ProjectorRecipe:
         """Fast-mode variant: fewer requests and steps."""
-        return replace(self, n_train=160, steps=250)
+        return replace(copy.deepcopy(self), n_train=160, steps=250)
 
 
 class ProjectorBatches:
