@@ -6,7 +6,7 @@ the English edition's training runs and answers done and takes them (minimal/sha
 is a unit too. A process takes the next unit when it is free; the units go in this order (`--no-loadscope-reorder`
 keeps it): the longest chapters first (08, 09, 04 and 10 take most of the time: ≈ 190, 125, 60 and 45 s for the
 English edition in fast mode on the 2-core CPU; 04 before 09, so that on a fresh machine only chapter 08 builds
-the frozen LLM's cache from the wheel, ≈ 35 s, and 09 starts when it is there), then the other chapters, then the
+the frozen LLM's cache from the wheel and 09 starts when it is there), then the other chapters, then the
 unit-test files, the longest first (the frozen-LLM, fresh-install and multi-process tests ≈ 15-35 s), the
 short ones filling the gaps at the end.
 """

@@ -190,7 +190,7 @@ def _llama_config(metadata: dict[str, Any], tied: bool) -> LlamaConfig:
         num_attention_heads=meta("attention.head_count"),
         num_key_value_heads=metadata.get("llama.attention.head_count_kv", meta("attention.head_count")),
         max_position_embeddings=meta("context_length"), rms_norm_eps=meta("attention.layer_norm_rms_epsilon"),
-        rope_parameters={"rope_type": "default", "rope_theta": metadata.get("llama.rope.freq_base", 10_000.0)},
+        rope_theta=metadata.get("llama.rope.freq_base", 10_000.0),     # transformers 5 files it under rope_parameters
         tie_word_embeddings=tied, **{k: v for k, v in special.items() if v is not None})
 
 

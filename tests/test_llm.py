@@ -1,6 +1,6 @@
 """The frozen LLM: offline load, cache round trip, clear error without a source, a sensible greedy answer.
 
-The first load in a fresh environment de-quantises the wheel's GGUF (~25 s) and writes the cache; every other
+The first load in a fresh environment de-quantises the wheel's GGUF (~4 s) and writes the cache; every other
 load in the session (and in later sessions) reads the cache. One session-scoped fixture does the loading.
 """
 
