@@ -135,8 +135,9 @@ class ProjectorRecipe:
     config: dict = field(default_factory=lambda: asdict(OutputProjectorConfig()))
 
     def small(self) -> ProjectorRecipe:
-        """Fast-mode variant: fewer requests and steps."""
-        return replace(copy.deepcopy(self), n_train=160, steps=250)
+        """Fast-mode variant: fewer requests and steps. Chapter 09 in fast mode: the loss falls from 4.6 to 0.24, all
+        48 held-out requests are routed right and 0.54 of the drawings are judged right (250 steps: 0.04, 1.0, 0.83)."""
+        return replace(copy.deepcopy(self), n_train=160, steps=120)
 
 
 class ProjectorBatches:
