@@ -20,7 +20,7 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 LONGEST_FIRST = ("08", "04", "09", "10")
-LONGEST_UNIT_FILES = ("test_mllm.py", "test_colab_install.py", "test_ddp.py", "test_train.py")
+LONGEST_UNIT_FILES = ("test_mllm.py", "test_colab_install.py", "test_train.py")
 CHAPTER = re.compile(r"^chapters/(?:ko/)?(\d\d)_[^/]*\.ipynb::")
 
 
