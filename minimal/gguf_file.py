@@ -13,8 +13,9 @@ file is four things in a row::
 family file into what the rest of the course uses: a Hugging Face `LlamaForCausalLM` and its tokenizer.
 transformers can read GGUF too (`from_pretrained(..., gguf_file=...)`), but it parses the file once for the
 config, once for the tokenizer and once for the weights: ~35 s on a 2-core CPU for SmolLM2, where this reader
-takes ~4 s. tests/test_gguf_file.py checks that both give the same model and tokenizer, on a small GGUF file the
-test writes the way llama.cpp's converter does.
+takes ~4 s. tests/test_gguf_file.py checks that both give the same weights, logits and tokens, on a small GGUF
+file the test writes the way llama.cpp's converter does. (The tokenizer transformers builds from a GGUF file has
+changed between its versions, to the same tokens; this one is the same whatever transformers is installed.)
 """
 
 from __future__ import annotations

@@ -108,8 +108,12 @@ def test_equals_transformers_gguf_loader(tiny):
                                        tokenize=False, add_generation_prompt=True)
     assert text == their_tok.apply_chat_template([{"role": "user", "content": "in the hat\n<|im_end|> ü 7"}],
                                                  tokenize=False, add_generation_prompt=True)
-    assert our_tok(text).input_ids == their_tok(text).input_ids
-    assert our_tok.backend_tokenizer.to_str() == their_tok.backend_tokenizer.to_str()
+    # the same tokens and the same text back; not the same JSON: transformers' conversion has changed between
+    # versions (5.17 adds a byte-fallback decoder chain that gives the same results), ours does not move
+    for sample in (text, "the hat 12345", "  in\n\n the", "안녕 😀", "<|im_start|>the<|endoftext|>"):
+        ids = our_tok(sample).input_ids
+        assert ids == their_tok(sample).input_ids, sample
+        assert our_tok.decode(ids) == their_tok.decode(ids), sample
     assert (our_tok.bos_token, our_tok.eos_token, our_tok.pad_token, our_tok.unk_token) == \
            (their_tok.bos_token, their_tok.eos_token, their_tok.pad_token, their_tok.unk_token)
     ids = torch.tensor([our_tok(text).input_ids])
