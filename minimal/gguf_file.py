@@ -93,6 +93,8 @@ def read_gguf(path: str | Path, names: list[str] | None = None
     Returns:
         (metadata, tensor list {name: TensorInfo}, {name: float32 tensor of TensorInfo.shape}).
     """
+    if isinstance(names, str) or not (names is None or all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be None or a list of tensor names, got {names!r}")
     path = Path(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -165,6 +167,8 @@ def llama_from_gguf(path: str | Path, dtype: torch.dtype = torch.float32, name: 
     Returns:
         (LlamaForCausalLM in eval mode, its fast tokenizer with the file's chat template).
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     metadata, infos, tensors = read_gguf(path)
     if metadata.get("general.architecture") != "llama":
         raise ValueError(f"{path} holds a {metadata.get('general.architecture')!r} model; only llama-family "

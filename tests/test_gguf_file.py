@@ -149,3 +149,15 @@ def test_bad_files_are_named(tmp_path):
 def test_an_unknown_tensor_name_is_named(tiny):
     with pytest.raises(KeyError, match="no tensor named 'blk.9.attn_q.weight'"):
         gguf_file.read_gguf(tiny[0], names=["blk.9.attn_q.weight"])
+
+
+@pytest.mark.parametrize("names", ["token_embd.weight", [3]])
+def test_names_must_be_a_list_of_names(tiny, names):
+    with pytest.raises(TypeError, match="names must be"):
+        gguf_file.read_gguf(tiny[0], names=names)
+
+
+@pytest.mark.parametrize("dtype", ["float32", torch.int8])
+def test_dtype_must_be_a_float_dtype(tiny, dtype):
+    with pytest.raises(TypeError, match="dtype must be"):
+        gguf_file.llama_from_gguf(tiny[0], dtype=dtype)
