@@ -149,7 +149,7 @@ def _dequantize(data: bytes, at: int, info: TensorInfo, name: str) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(values).reshape(info.shape))
 
 
-# GGUF's tensor names for a llama block -> Hugging Face's (the layer number goes where {} is)
+# the parts of llama block N: GGUF's name (blk.N.<part>.weight) -> Hugging Face's (model.layers.N.<part>.weight)
 _LLAMA_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
