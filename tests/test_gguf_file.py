@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's 256 byte characters
 from transformers.utils import logging as hf_logging
 
 from minimal import gguf_file
@@ -24,13 +25,6 @@ STORAGE = {"attn_q": "F32", "attn_k": "F32", "attn_v": "Q4_0", "attn_output": "F
 HF_PART = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
            "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
            "ffn_down": "mlp.down_proj"}
-
-
-def _byte_tokens() -> list[str]:
-    """GPT-2's 256 byte characters: printable bytes stand for themselves, the others are moved past 255."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
 def _llamacpp_order(w: np.ndarray, heads: int) -> np.ndarray:
@@ -49,7 +43,7 @@ def _stored(writer: gguf.GGUFWriter, name: str, w: np.ndarray, kind: str) -> Non
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple:
     """(file, original float model, vocabulary): a 2-layer llama with grouped keys/values, written to GGUF."""
-    tokens = SPECIAL + _byte_tokens() + [m.replace(" ", "") for m in MERGES]
+    tokens = SPECIAL + list(bytes_to_unicode().values()) + [m.replace(" ", "") for m in MERGES]
     cfg = LlamaConfig(vocab_size=len(tokens), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                       rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
