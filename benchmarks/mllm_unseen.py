@@ -1,6 +1,6 @@
 """Why the shipped MLLM answers less well about held-out colour–shape pairs: two measurements, one JSON object.
 
-    python benchmarks/mllm_unseen.py --seed 2027 --out benchmarks/results/mllm_unseen_2026-12-01.json
+    python benchmarks/mllm_unseen.py --seed 2027 --out benchmarks/results/mllm_unseen_2026-12-02.json
 
 1. `errors`: every shape and is-there question the world asks about `--scenes` fresh held-out-split scenes (each
    holds at least one of the 8 colour–shape pairs that no training run ever showed), put to the shipped MLLM, and
