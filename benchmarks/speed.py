@@ -558,6 +558,12 @@ def profile(name: str, step, args, device, folder: str, step_ms: float | None = 
         summary["(step ms, unprofiled)"] = step_ms
     summary["(host CPU ms per step, profiled)"] = round(sum(e.self_cpu_time_total for e in prof.key_averages()) / 3e3,
                                                         2)
+    host: dict[str, float] = {}
+    for e in prof.key_averages():
+        if e.device_type.name == "CPU":
+            host[host_category(e.key)] = host.get(host_category(e.key), 0.0) + e.self_cpu_time_total / 3e3
+    summary["host ms per step by class (profiled)"] = {k: round(v, 2) for k, v in sorted(host.items(),
+                                                                                        key=lambda kv: -kv[1])}
     top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:30]
     with open(Path(folder) / "profiles.txt", "a") as f:
         f.write(f"\n===== {name} (3 steps) =====\n{json.dumps(summary)}\n")
@@ -565,8 +571,29 @@ def profile(name: str, step, args, device, folder: str, step_ms: float | None = 
         for k, v in top:
             f.write(f"{sum(v):8.3f} {len(v) / 3:6.0f}  {kernel_category(k):22s} {k[:150]}\n")
         f.write(table + "\n")
+        f.write("host side (self CPU time, 3 steps):\n")
+        f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
+        f.write("\n")
     print(f"# profile {name}: ms per step by kernel class: {json.dumps(summary)}", file=sys.stderr, flush=True)
     return summary
+
+
+def host_category(key: str) -> str:
+    """Where the host's time goes, by profiler op name: the calls that launch attention / GEMM kernels (aten's
+    dispatch, cuDNN's or cuBLAS's planning), Triton launches and torch.compile's generated wrapper, the autograd
+    engine, and the rest (eager elementwise ops, casts, views, the optimizer)."""
+    k = key.lower()
+    if "attention" in k or "sdpa" in k or "cudnn" in k:
+        return "attention calls"
+    if k.startswith("aten::") and any(s in k for s in ("mm", "linear", "matmul", "conv")):
+        return "GEMM / conv calls"
+    if k.startswith("triton") or "compiledfxgraph" in k or "compiled" in k:
+        return "compiled code (wrapper, Triton launches)"
+    if k.startswith("autograd::") or "backward" in k or k.startswith("accumulategrad"):
+        return "autograd engine, backward nodes"
+    if k.startswith("cuda") or "memcpy" in k or "memset" in k:
+        return "CUDA runtime (launch, sync, memset)"
+    return "other ops (elementwise, casts, views, ...)"
 
 
 def kernel_category(name: str) -> str:

@@ -38,6 +38,11 @@ Earlier variants (the shipped model of their day was ours_prev or older):
 * ours_combo    — ours_qkv + ours_ln + ours_deferred together (what porting the paying ideas would give);
 * ours_flash / ours_cudnn / ours_effic — the shipped model with `F.scaled_dot_product_attention` pinned to one
                   backend (flash-attention 2, cuDNN, memory-efficient) instead of PyTorch's own choice.
+* ours_prefer_effic / ours_prefer_flash — the same choice made *inside* `Attention.forward` (as it would ship):
+                  ``sdpa_kernel([EFFICIENT, FLASH, MATH] or [FLASH, EFFICIENT, MATH], set_priority=True)`` around the
+                  one SDPA call, so the rest of the process keeps PyTorch's default (cuDNN on an H100/H200). Question
+                  asked (2026-12-02): does a backend with less host work per call than cuDNN's pay in the host-bound
+                  eager and compiled steps?
 
 `--variants a,b` picks some of them (default: all but ours_before, ours_3mm and ours_prune, measured before).
 """
@@ -339,6 +344,21 @@ def pinned_attention(hf, backend):
     return model, loss_factory
 
 
+def preferred_attention(order):
+    """Attention.forward with SDPA's backends tried in `order` (the shipped code plus one `with`)."""
+    from torch.nn.attention import sdpa_kernel
+
+    def forward(self, x, causal=False):
+        B, T, D = x.shape
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = (t.transpose(1, 2) for t in F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).unbind(2))
+        with sdpa_kernel(order, set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+    return forward
+
+
 def variants(hf, only=None):
     from torch.nn.attention import SDPBackend
 
@@ -360,6 +380,10 @@ def variants(hf, only=None):
         "ours_flash": lambda: pinned_attention(hf, SDPBackend.FLASH_ATTENTION),
         "ours_cudnn": lambda: pinned_attention(hf, SDPBackend.CUDNN_ATTENTION),
         "ours_effic": lambda: pinned_attention(hf, SDPBackend.EFFICIENT_ATTENTION),
+        "ours_prefer_effic": lambda: patched(hf, attn=preferred_attention(
+            [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])),
+        "ours_prefer_flash": lambda: patched(hf, attn=preferred_attention(
+            [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])),
         "ours_combo": lambda: combo(hf, fuse_qkv, norms_keep_dtype),
         "ours_combo_bf16": lambda: combo(hf, fuse_qkv, bf16_streams),
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The device calls of 2026-12-02 (speed: does an SDPA backend with less host work per call than cuDNN's pay in the
+# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager` on the GPU machine, from the
+# repository root, open_clip's wheels in .whl/ (see benchmarks/NOTES_speed.md). Results go to $OUT.
+set -u
+cd "$(dirname "$0")"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export TORCHINDUCTOR_CACHE_DIR="$PWD/../.inductor_cache"   # ignored by git: kept on a warm machine between calls
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl \
+    ; export PYTHONPATH="/tmp/site:$(cd .. && pwd)"
+T0=$SECONDS
+left() { echo $(( $1 - (SECONDS - T0) )); }
+{ nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,temperature.gpu,power.draw,utilization.gpu --format=csv
+  nproc; python3 -c "import torch, transformers, open_clip; print(torch.__version__, transformers.__version__, open_clip.__version__)"
+} > "$OUT/machine.txt" 2>&1
+V=ours_prefer_effic,ours_prefer_flash
+case "$1" in
+compiled)  # torch.compile's default and reduce-overhead, the three models and the two candidates, with host-side
+           # profiles (where the host's time goes) of ours, the memory-efficient candidate, HF and open_clip
+  timeout "$(left 570)" python3 speed_variants.py --config b32 --modes compiled,reduce-overhead \
+    --models ours,hf,open_clip --variants $V --repeats 7 --iters 8 \
+    --compile-models compiled:ours,compiled:hf,compiled:open_clip,compiled:ours_prefer_effic,compiled:ours_prefer_flash,reduce-overhead:ours,reduce-overhead:ours_prefer_effic \
+    --profile "$OUT/prof" --profile-models compiled:ours,compiled:ours_prefer_effic,compiled:open_clip,compiled:hf \
+    --out "$OUT/compiled.json" > /dev/null 2> "$OUT/compiled.log"
+  ;;
+eager)     # eager and graphed (its own process: no compile workers), the same five, with eager profiles; then the
+           # whole training step (fused AdamW, ours with the gathered loss) in eager for ours, the candidate, HF, open_clip
+  timeout 240 python3 speed_variants.py --config b32 --modes eager,graphed --models ours,hf,open_clip --variants $V \
+    --repeats 7 --iters 8 --profile "$OUT/prof" \
+    --profile-models eager:ours,eager:ours_prefer_effic,eager:open_clip,eager:hf,graphed:ours,graphed:ours_prefer_effic \
+    --out "$OUT/eager_graphed.json" > /dev/null 2> "$OUT/eager_graphed.log"
+  timeout "$(left 560)" python3 speed_variants.py --config b32 --optimizer fused --modes eager \
+    --models ours,hf,open_clip --variants ours_prefer_effic --repeats 5 --iters 8 \
+    --out "$OUT/whole_step.json" > /dev/null 2> "$OUT/whole_step.log"
+  ;;
+esac
+grep -h "^## \|FAILED\|Error\|# profile" "$OUT"/*.log 2>/dev/null | cut -c1-400 | tail -60
+echo "elapsed $((SECONDS - T0)) s"
