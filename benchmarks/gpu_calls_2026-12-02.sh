@@ -33,6 +33,18 @@ eager)     # eager and graphed (its own process: no compile workers), the same f
     --models ours,hf,open_clip --variants ours_prefer_effic --repeats 5 --iters 8 \
     --out "$OUT/whole_step.json" > /dev/null 2> "$OUT/whole_step.log"
   ;;
+final)     # after shipping the memory-efficient kernel (`transformer.attend`): the table, one call, two processes —
+           # eager + graphed, then compiled + reduce-overhead — with ours_prev_attn (PyTorch's default kernel) beside it
+  timeout 170 python3 speed_variants.py --config b32 --modes eager,graphed --models ours,hf,open_clip \
+    --variants ours_prev_attn --repeats 9 --iters 8 --profile "$OUT/prof" \
+    --profile-models eager:ours,eager:ours_prev_attn,graphed:ours,graphed:ours_prev_attn \
+    --out "$OUT/eager_graphed.json" > /dev/null 2> "$OUT/eager_graphed.log"
+  timeout "$(left 575)" python3 speed_variants.py --config b32 --modes compiled,reduce-overhead \
+    --models ours,hf,open_clip --variants ours_prev_attn --repeats 9 --iters 8 \
+    --compile-models compiled:ours,compiled:hf,compiled:open_clip,compiled:ours_prev_attn,reduce-overhead:ours \
+    --profile "$OUT/prof" --profile-models compiled:ours,reduce-overhead:ours \
+    --out "$OUT/compiled.json" > /dev/null 2> "$OUT/compiled.log"
+  ;;
 esac
 grep -h "^## \|FAILED\|Error\|# profile" "$OUT"/*.log 2>/dev/null | cut -c1-400 | tail -60
 echo "elapsed $((SECONDS - T0)) s"

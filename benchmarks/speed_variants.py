@@ -5,8 +5,12 @@
 Each variant is our model with one method swapped on its instances, so the gain of each idea is measured on the
 same machine, weights and inputs. This file is the record of what was tried (numbers: `benchmarks/results/`):
 
-Since 2026-12-01 "ours" is the model with the dtype-keeping LayerNorm and the unbind(2) q/k/v layout; measured
-against it:
+Since 2026-12-02 "ours" runs attention through the memory-efficient SDPA kernel on a GPU (`transformer.attend`):
+
+* ours_prev_attn   — the model before that: PyTorch's own pick of kernel (cuDNN's on an H100/H200).
+
+From 2026-12-01 to then "ours" was the model with the dtype-keeping LayerNorm and the unbind(2) q/k/v layout;
+measured against it:
 
 * ours_prev        — the model before that (plain nn.LayerNorm, q/k/v split by permute(2, 0, 3, 1, 4).unbind(0));
 * ours_prev_ln     — ours_prev + the dtype-keeping LayerNorm alone;
@@ -359,10 +363,21 @@ def preferred_attention(order):
     return forward
 
 
+def default_backend_attention(self, x, causal=False):
+    """Before 2026-12-02: the same forward, with SDPA's kernel left to PyTorch (cuDNN's on an H100/H200)."""
+    B, T, D = x.shape
+    w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+    q, k, v = (t.transpose(1, 2) for t in F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).unbind(2))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+
+
 def variants(hf, only=None):
     from torch.nn.attention import SDPBackend
 
     makers = {
+        "ours_prev_attn": lambda: patched(hf, attn=default_backend_attention),
         "ours_prev": lambda: (plain_norms(patched(hf, attn=permute_attention)[0]), speed.loss_ours),
         "ours_prev_ln": lambda: patched(hf, attn=permute_attention),
         "ours_prev_layout": lambda: (plain_norms(patched(hf)[0]), speed.loss_ours),

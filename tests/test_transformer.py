@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minimal.transformer import MLP, Attention, Block, Transformer, get_activation, quick_gelu
+from minimal.transformer import (
+    GPU_ATTENTION_BACKENDS,
+    MLP,
+    Attention,
+    Block,
+    Transformer,
+    attend,
+    get_activation,
+    quick_gelu,
+)
 
 
 def _textbook_attention(attn: Attention, x: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -29,6 +38,22 @@ def test_attention_equals_textbook_formula(causal):
     expected, probs = _textbook_attention(attn, x, causal)
     torch.testing.assert_close(attn(x, causal=causal), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(attn.attention_weights(x, causal=causal), probs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_backend_choice_still_computes_attention(causal):
+    """On a GPU `attend` allows only GPU_ATTENTION_BACKENDS; their last resort (MATH, the only one a CPU has of the
+    list) must take every call the package makes, including the attention maps' v of another width than q."""
+    from torch.nn.attention import sdpa_kernel
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
+    for v in (torch.randn(2, 3, 5, 8), torch.eye(5).expand(2, 3, 5, 5)):
+        scores = q @ k.transpose(-1, -2) / math.sqrt(8)
+        if causal:
+            scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+        with sdpa_kernel(GPU_ATTENTION_BACKENDS):
+            torch.testing.assert_close(attend(q, k, v, causal), scores.softmax(-1) @ v, atol=1e-5, rtol=1e-5)
 
 
 def test_causal_means_no_peeking():
