@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
 # The device calls of 2026-12-02 (speed: does an SDPA backend with less host work per call than cuDNN's pay in the
-# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager` on the GPU machine, from the
+# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager|final` on the GPU machine, from the
 # repository root, open_clip's wheels in .whl/ (see benchmarks/NOTES_speed.md). Results go to $OUT.
 set -u
 cd "$(dirname "$0")"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export TORCHINDUCTOR_CACHE_DIR="$PWD/../.inductor_cache"   # ignored by git: kept on a warm machine between calls
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ../.whl/*.whl \
-    ; export PYTHONPATH="/tmp/site:$(cd .. && pwd)"
-T0=$SECONDS
-left() { echo $(( $1 - (SECONDS - T0) )); }
-{ nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,temperature.gpu,power.draw,utilization.gpu --format=csv
-  nproc; python3 -c "import torch, transformers, open_clip; print(torch.__version__, transformers.__version__, open_clip.__version__)"
-} > "$OUT/machine.txt" 2>&1
+source ./gpu_preamble.sh
 V=ours_prefer_effic,ours_prefer_flash
 case "$1" in
 compiled)  # torch.compile's default and reduce-overhead, the three models and the two candidates, with host-side
