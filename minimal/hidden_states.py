@@ -14,7 +14,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .llm import chat_ids, check_fits, check_texts, decoder_layers, new_kv_cache, pad_after_shared_prefix
+from .llm import (
+    chat_ids,
+    check_fits,
+    check_texts,
+    decoder_layers,
+    new_kv_cache,
+    pad_after_shared_prefix,
+    run_shared_prefix,
+)
 from .shared_runs import shared_result
 
 
@@ -83,8 +91,8 @@ def _run_to_layer(model: nn.Module, ids: list[list[int]], layer: int, pad: int, 
             x, mask, head = x.to(device), mask.to(device), None
             positions, cache = (mask.cumsum(-1) - 1).clamp(min=0), new_kv_cache(model)
             if P:
-                head = run(input_ids=x[:1, :P], position_ids=positions[:1, :P], use_cache=True, **cache)[0]
-                next(iter(cache.values())).batch_repeat_interleave(len(chunk))
+                head = run_shared_prefix(run, cache, len(chunk), input_ids=x[:1, :P],
+                                         position_ids=positions[:1, :P])[0]
             h = run(input_ids=x[:, P:], attention_mask=mask, position_ids=positions[:, P:], use_cache=bool(P), **cache)
             keep = mask[:, P:].cpu() == 1
             for j, i in enumerate(chunk):

@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -318,6 +318,16 @@ def new_kv_cache(model: Any) -> dict:
     return {"cache" if "cache" in params else "past_key_values": cache}
 
 
+def run_shared_prefix(forward: Callable[..., Any], cache: dict, batch: int, **one_row: Any) -> Any:
+    """The shared-prefix trick: run `forward` (the LLM body, or a wrapper of it) on the prefix every row of a batch
+    shares, for ONE row (`one_row`: its inputs, (1, P, ...)), filling the KV cache `cache` (`new_kv_cache`), then
+    copy the cached keys/values to all `batch` rows; the next call runs only the rows' own tokens. Returns what
+    `forward` returned. Used by `greedy_generate`, `MLLM.forward` and `hidden_states`."""
+    out = forward(use_cache=True, **one_row, **cache)
+    next(iter(cache.values())).batch_repeat_interleave(batch)
+    return out
+
+
 def pad_after_shared_prefix(rows: list[list[int]], pad: int, never_shared: int | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Token rows -> (ids (B, T), attention_mask (B, T), shared): the longest prefix every row starts with (at
@@ -347,8 +357,8 @@ def greedy_generate(model: Any, embeds: torch.Tensor, attention_mask: torch.Tens
     positions = (mask.cumsum(-1) - 1).clamp(min=0)   # a row's own token count: padding takes no position
     cache = new_kv_cache(body)
     if shared:
-        body(inputs_embeds=embeds[:1, :shared], position_ids=positions[:1, :shared], use_cache=True, **cache)
-        next(iter(cache.values())).batch_repeat_interleave(embeds.shape[0])
+        run_shared_prefix(body, cache, embeds.shape[0], inputs_embeds=embeds[:1, :shared],
+                          position_ids=positions[:1, :shared])
     step_in, step_pos = embeds[:, shared:], positions[:, shared:]
     done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
     new: list[torch.Tensor] = []
