@@ -58,10 +58,10 @@ def get_activation(name: str):
 
 # Which fused attention kernel a GPU runs. PyTorch's own pick on an H100/H200 is cuDNN's; for CLIP's short
 # sequences (50 image tokens, 77 text tokens) the memory-efficient kernel does the same math in 2 kernels a layer
-# (forward, backward) where cuDNN's path launches 4 and 2 memsets. Measured in chapter 10 on one H200 at batch 256:
-# 96 fewer kernels and 1.1 ms less GPU time per step (2.3 % of a step replayed as a CUDA graph); in the eager and
-# compiled steps, which wait on the host, the difference was smaller than the run-to-run noise. MATH, the plain
-# formula, covers any shape the fused kernel does not take.
+# (forward, backward) where cuDNN's path launches 4 kernels and 2 memsets. Measured in chapter 10 on one H200 at
+# batch 256: 96 fewer launches and 1.1 ms less GPU time per step (2.3 % of a step replayed as a CUDA graph); in the
+# eager and compiled steps, which wait on the host, the difference was smaller than the run-to-run noise. MATH,
+# the plain formula, covers any shape the fused kernel does not take.
 GPU_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
