@@ -348,29 +348,31 @@ def pinned_attention(hf, backend):
     return model, loss_factory
 
 
+def shipped_qkv(self, x):
+    """q, k, v (B, H, T, D/H) exactly as the shipped `Attention.forward` makes them (one stacked matmul)."""
+    B, T, D = x.shape
+    w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+    return (t.transpose(1, 2) for t in F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).unbind(2))
+
+
 def preferred_attention(order):
     """Attention.forward with SDPA's backends tried in `order` (the shipped code plus one `with`)."""
     from torch.nn.attention import sdpa_kernel
 
     def forward(self, x, causal=False):
-        B, T, D = x.shape
-        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        q, k, v = (t.transpose(1, 2) for t in F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).unbind(2))
+        q, k, v = shipped_qkv(self, x)
         with sdpa_kernel(order, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
     return forward
 
 
 def default_backend_attention(self, x, causal=False):
     """Before 2026-12-02: the same forward, with SDPA's kernel left to PyTorch (cuDNN's on an H100/H200)."""
-    B, T, D = x.shape
-    w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-    q, k, v = (t.transpose(1, 2) for t in F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim).unbind(2))
+    q, k, v = shipped_qkv(self, x)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+    return self.out_proj(out.transpose(1, 2).reshape(x.shape))
 
 
 def variants(hf, only=None):
