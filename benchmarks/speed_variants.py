@@ -313,26 +313,6 @@ def bf16_text_forward(self, input_ids, return_hidden=False):
     return TextOutput(x, x[torch.arange(x.shape[0], device=x.device), pos], None, pos)
 
 
-def layer_norm_no_casts(self, x):
-    """LayerNorm outside autocast: a bf16 input meets the float32 weight and bias in one kernel that computes in
-    float32 and writes bf16 — the same sums as autocast's float32 norm cast back, without its two casts forward
-    and two backward (a float32 input: unchanged)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-
-
-def norms_no_casts(model: CLIP) -> CLIP:
-    for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.forward = types.MethodType(layer_norm_no_casts, m)
-    return model
-
-
-def bf16_text(model: CLIP) -> CLIP:
-    model.text.forward = types.MethodType(bf16_text_forward, model.text)
-    return model
-
-
 def bf16_streams(model: CLIP) -> CLIP:
     norms_keep_dtype(model)
     model.text.forward = types.MethodType(bf16_text_forward, model.text)
@@ -423,9 +403,6 @@ def variants(hf, only=None):
             [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])),
         "ours_combo": lambda: combo(hf, fuse_qkv, norms_keep_dtype),
         "ours_combo_bf16": lambda: combo(hf, fuse_qkv, bf16_streams),
-        "ours_ln_nocast": lambda: (norms_no_casts(patched(hf)[0]), speed.loss_ours),
-        "ours_ln_nocast_bf16": lambda: (bf16_text(norms_no_casts(patched(hf)[0])), speed.loss_ours),
-        "ours_lean": lambda: (fuse_qkv(bf16_text(norms_no_casts(patched(hf)[0]))), speed.loss_ours),
     }
     old = {"ours_before", "ours_3mm", "ours_prune"}
     return {name: make() for name, make in makers.items() if (name in only if only else name not in old)}
