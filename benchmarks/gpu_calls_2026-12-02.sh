@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls of 2026-12-02 (speed: does an SDPA backend with less host work per call than cuDNN's pay in the
-# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager|final|qkvp` on the GPU machine, from the
+# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager|final|qkvp|qkvp2` on the GPU machine, from the
 # repository root, open_clip's wheels in .whl/ (see benchmarks/NOTES_speed.md). Results go to $OUT.
 set -u
 cd "$(dirname "$0")"
@@ -46,6 +46,16 @@ qkvp)      # second round of the day: one fused qkv parameter (`ours_qkvp`, made
     --variants ours_qkvp --repeats 11 --iters 8 --out "$OUT/eager_graphed.json" > /dev/null 2> "$OUT/eager_graphed.log"
   timeout "$(left 575)" python3 speed_variants.py --config b32 --modes compiled --models ours,hf,open_clip \
     --variants ours_qkvp --repeats 9 --iters 8 --out "$OUT/compiled.json" > /dev/null 2> "$OUT/compiled.log"
+  ;;
+qkvp2)     # the fused qkv parameter once more, as a user runs it and with the host's time split by kind of call:
+           # the whole training step (fused AdamW) in eager, then the compiled forward+backward, each with profiles
+  timeout 230 python3 speed_variants.py --config b32 --optimizer fused --modes eager --models ours,hf,open_clip \
+    --variants ours_qkvp --repeats 9 --iters 8 --profile "$OUT/prof" --profile-models eager:ours,eager:ours_qkvp \
+    --out "$OUT/whole_step.json" > /dev/null 2> "$OUT/whole_step.log"
+  timeout "$(left 560)" python3 speed_variants.py --config b32 --modes compiled --models ours,open_clip \
+    --variants ours_qkvp --repeats 9 --iters 8 --profile "$OUT/prof" \
+    --profile-models compiled:ours,compiled:ours_qkvp,compiled:open_clip \
+    --out "$OUT/compiled.json" > /dev/null 2> "$OUT/compiled.log"
   ;;
 esac
 grep -h "^## \|FAILED\|Error\|# profile" "$OUT"/*.log 2>/dev/null | cut -c1-400 | tail -60
