@@ -5,9 +5,18 @@
 Each variant is our model with one method swapped on its instances, so the gain of each idea is measured on the
 same machine, weights and inputs. This file is the record of what was tried (numbers: `benchmarks/results/`):
 
-Since 2026-12-02 "ours" runs attention through the memory-efficient SDPA kernel on a GPU (`transformer.attend`):
+Since the second round of 2026-12-02 "ours" makes q, k and v from one stacked (3D, D) parameter, `qkv_proj` (it was
+the variant `ours_qkvp` until then):
+
+* ours_prev_qkv    — the model before that: three q/k/v weights, concatenated at every step for one matmul.
+
+From the first round of 2026-12-02 "ours" runs attention through the memory-efficient SDPA kernel on a GPU
+(`transformer.attend`):
 
 * ours_prev_attn   — the model before that: PyTorch's own pick of kernel (cuDNN's on an H100/H200).
+
+Every variant that predates the stacked parameter is written for three projections and runs on the model converted
+back to them (`three_projections`); it stays as it was measured.
 
 From 2026-12-01 to then "ours" was the model with the dtype-keeping LayerNorm and the unbind(2) q/k/v layout;
 measured against it:
@@ -15,7 +24,8 @@ measured against it:
 * ours_prev        — the model before that (plain nn.LayerNorm, q/k/v split by permute(2, 0, 3, 1, 4).unbind(0));
 * ours_prev_ln     — ours_prev + the dtype-keeping LayerNorm alone;
 * ours_prev_layout — ours_prev + the unbind(2) layout alone;
-* ours_qkvp        — ours + one fused `qkv` parameter (made once) instead of three stacked at run time.
+* ours_qkvp        — ours + one fused `qkv` parameter (made once) instead of three stacked at run time (shipped since
+                     2026-12-02; see ours_prev_qkv).
 
 Earlier variants (the shipped model of their day was ours_prev or older):
 
@@ -32,7 +42,8 @@ Earlier variants (the shipped model of their day was ours_prev or older):
                   isfinite/aminmax reduction), and the flags are read back together once per 64 checks (16 steps);
                   the design proposed for minimal/ (see benchmarks/NOTES_speed.md);
 * ours_qkv      — one fused `qkv` Linear (3D × D) made once from q/k/v, instead of concatenating the three weights
-                  and biases in every forward (the shipped fused matmul) — no per-step cat, no backward split;
+                  and biases in every forward (the fused matmul shipped then) — no per-step cat, no backward split
+                  (the same change as ours_qkvp, shipped since 2026-12-02);
 * ours_ln       — LayerNorm that hands back its input's dtype (as open_clip's `LayerNorm`): under bf16 autocast
                   the vision tower's residual stream stays bf16 (its input, the patch projection, is bf16), half
                   the bytes through every norm, residual add and cast; the text tower (fp32 embeddings) unchanged;
@@ -72,10 +83,31 @@ from minimal.text import TextOutput
 from minimal.transformer import MLP, Attention, attend
 
 
+def heads(attn, t):
+    """(B, T, D) -> (B, H, T, D/H)."""
+    B, T, _ = t.shape
+    return t.view(B, T, attn.heads, attn.head_dim).transpose(1, 2)
+
+
+def three_projections(model: CLIP) -> CLIP:
+    """The model as it was before 2026-12-02's stacked parameter: three Linears q_proj, k_proj, v_proj per layer
+    (the rows of `qkv_proj`, same values) — the layout every older variant here was written for."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            for name, w, b in zip("qkv", m.qkv_proj.weight.chunk(3), m.qkv_proj.bias.chunk(3), strict=True):
+                layer = nn.Linear(m.width, m.width, device=w.device, dtype=w.dtype)
+                with torch.no_grad():
+                    layer.weight.copy_(w)
+                    layer.bias.copy_(b)
+                setattr(m, f"{name}_proj", layer)
+            del m.qkv_proj
+    return model
+
+
 def textbook_attention(self, x, causal=False):
     """Before: three projections, three matmuls (and three casts of x under autocast)."""
     B, T, D = x.shape
-    q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+    q, k, v = heads(self, self.q_proj(x)), heads(self, self.k_proj(x)), heads(self, self.v_proj(x))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
 
@@ -103,7 +135,7 @@ def last_block_rows(block, x, rows, causal: bool):
     h = block.layer_norm1(x)
     pick = torch.arange(B, device=x.device)
     xq, hq = x[pick, rows][:, None], h[pick, rows][:, None]                      # (B, 1, D)
-    q, k, v = attn._split(attn.q_proj(hq)), attn._split(attn.k_proj(h)), attn._split(attn.v_proj(h))
+    q, k, v = heads(attn, attn.q_proj(hq)), heads(attn, attn.k_proj(h)), heads(attn, attn.v_proj(h))
     mask = (torch.arange(T, device=x.device)[None] <= rows[:, None])[:, None, None] if causal else None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                # (B, H, 1, d)
     xq = xq + attn.out_proj(out.transpose(1, 2).reshape(B, 1, D))
@@ -111,8 +143,11 @@ def last_block_rows(block, x, rows, causal: bool):
 
 
 def patched(hf, attn=None, mlp=None):
-    """Our CLIP with the HF weights, `attn` / `mlp` replacing the forward of every Attention / MLP."""
+    """Our CLIP with the HF weights, `attn` / `mlp` replacing the forward of every Attention / MLP (an `attn` here
+    is written for three projections: the model is converted back to them first)."""
     model = CLIP.from_hf_state_dict(hf.state_dict(), CLIPConfig.from_hf(hf.config))
+    if attn is not None:
+        three_projections(model)
     for m in model.modules():
         if attn is not None and isinstance(m, Attention):
             m.forward = types.MethodType(attn, m)
@@ -122,8 +157,8 @@ def patched(hf, attn=None, mlp=None):
 
 
 def pruned(hf):
-    """The shipped model, but the last block of each tower only where the loss reads it ([CLS] / eos)."""
-    model, loss = patched(hf)
+    """The model of its day, but the last block of each tower only where the loss reads it ([CLS] / eos)."""
+    model, loss = patched(hf, attn=three_weights_attention)
 
     def encode_image(px):
         v = model.visual
@@ -133,7 +168,7 @@ def pruned(hf):
         rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return model.visual_projection(v.post_layernorm(last_block_rows(v.transformer.blocks[-1], x, rows, False)))
 
-    def encode_text(ids):
+    def encode_text(ids, length_buckets=None):   # (the signature of CLIP.encode_text; no buckets here)
         t = model.text
         x = t.token_embedding(ids) + t.position_embedding[: ids.shape[1]]
         for blk in t.transformer.blocks[:-1]:
@@ -248,27 +283,7 @@ def deferred(model: CLIP, loss_factory=None):
     return model, factory
 
 
-# ---- one fused qkv Linear; norms that keep the dtype; bf16 text stream -----------------------------------------
-
-def qkv_attention(self, x, causal=False):
-    """Attention through one `qkv` Linear made once (no per-step concatenation of the three weights)."""
-    B, T, D = x.shape
-    q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, self.heads, self.head_dim).unbind(2))
-    out = attend(q, k, v, causal)  # the shipped kernel choice (before 2026-12-02: PyTorch's default)
-    return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
-
-
-def fuse_qkv(model: CLIP) -> CLIP:
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.qkv = nn.Linear(m.width, 3 * m.width)
-            with torch.no_grad():
-                m.qkv.weight.copy_(torch.cat([m.q_proj.weight, m.k_proj.weight, m.v_proj.weight]))
-                m.qkv.bias.copy_(torch.cat([m.q_proj.bias, m.k_proj.bias, m.v_proj.bias]))
-            del m.q_proj, m.k_proj, m.v_proj
-            m.forward = types.MethodType(qkv_attention, m)
-    return model
-
+# ---- the q/k/v layout; norms that keep the dtype; bf16 text stream ---------------------------------------------
 
 def permute_attention(self, x, causal=False):
     """Before 2026-12-01: the stacked q/k/v split as ``permute(2, 0, 3, 1, 4).unbind(0)`` — same forward, but the
@@ -348,8 +363,9 @@ def pinned_attention(hf, backend):
     return model, loss_factory
 
 
-def shipped_qkv(self, x):
-    """q, k, v (B, H, T, D/H) exactly as the shipped `Attention.forward` makes them (one stacked matmul)."""
+def three_weights_qkv(self, x):
+    """q, k, v (B, H, T, D/H) as `Attention.forward` made them until 2026-12-02's stacked parameter: the three
+    weights (and biases) concatenated at every step, one matmul."""
     B, T, D = x.shape
     w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
     b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
@@ -361,16 +377,22 @@ def preferred_attention(order):
     from torch.nn.attention import sdpa_kernel
 
     def forward(self, x, causal=False):
-        q, k, v = shipped_qkv(self, x)
+        q, k, v = three_weights_qkv(self, x)
         with sdpa_kernel(order, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(x.shape))
     return forward
 
 
+def three_weights_attention(self, x, causal=False):
+    """Before 2026-12-02's stacked parameter (second round): the shipped forward of the first round."""
+    q, k, v = three_weights_qkv(self, x)
+    return self.out_proj(attend(q, k, v, causal).transpose(1, 2).reshape(x.shape))
+
+
 def default_backend_attention(self, x, causal=False):
     """Before 2026-12-02: the same forward, with SDPA's kernel left to PyTorch (cuDNN's on an H100/H200)."""
-    q, k, v = shipped_qkv(self, x)
+    q, k, v = three_weights_qkv(self, x)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     return self.out_proj(out.transpose(1, 2).reshape(x.shape))
 
@@ -379,17 +401,16 @@ def variants(hf, only=None):
     from torch.nn.attention import SDPBackend
 
     makers = {
+        "ours_prev_qkv": lambda: patched(hf, attn=three_weights_attention),
         "ours_prev_attn": lambda: patched(hf, attn=default_backend_attention),
         "ours_prev": lambda: (plain_norms(patched(hf, attn=permute_attention)[0]), speed.loss_ours),
         "ours_prev_ln": lambda: patched(hf, attn=permute_attention),
         "ours_prev_layout": lambda: (plain_norms(patched(hf)[0]), speed.loss_ours),
-        "ours_qkvp": lambda: (fuse_qkv(patched(hf)[0]), speed.loss_ours),
         "ours_before": lambda: patched(hf, attn=textbook_attention, mlp=textbook_mlp),
         "ours_3mm": lambda: patched(hf, attn=textbook_attention),
         "ours_prune": lambda: pruned(hf),
         "ours_nosync": lambda: no_sync(hf),
         "ours_deferred": lambda: deferred(patched(hf)[0]),
-        "ours_qkv": lambda: (fuse_qkv(patched(hf)[0]), speed.loss_ours),
         "ours_ln": lambda: (norms_keep_dtype(patched(hf)[0]), speed.loss_ours),
         "ours_bf16": lambda: (bf16_streams(patched(hf)[0]), speed.loss_ours),
         "ours_fold_mlp": lambda: patched(hf, mlp=folded_quick_gelu_mlp),
@@ -401,8 +422,8 @@ def variants(hf, only=None):
             [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])),
         "ours_prefer_flash": lambda: patched(hf, attn=preferred_attention(
             [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])),
-        "ours_combo": lambda: combo(hf, fuse_qkv, norms_keep_dtype),
-        "ours_combo_bf16": lambda: combo(hf, fuse_qkv, bf16_streams),
+        "ours_combo": lambda: combo(hf, norms_keep_dtype),       # (its fused qkv parameter is now shipped)
+        "ours_combo_bf16": lambda: combo(hf, bf16_streams),
     }
     old = {"ours_before", "ours_3mm", "ours_prune"}
     return {name: make() for name, make in makers.items() if (name in only if only else name not in old)}

@@ -33,6 +33,7 @@ from .losses import LOGIT_SCALE_MAX
 from .text import TextConfig, TextTransformer
 from .text import convert_hf_state_dict as convert_hf_text
 from .tokenizer import Tokenizer
+from .transformer import stack_qkv
 from .vit import VisionTransformer, ViTConfig
 from .vit import convert_hf_state_dict as convert_hf_vision
 from .weights import (
@@ -181,7 +182,8 @@ class CLIP(nn.Module):
             raise ValueError(f"{path} has no CLIP config in its metadata; it was not written by CLIP.save "
                              "(a HF directory? use CLIP.from_pretrained)")
         model = cls(CLIPConfig.from_dict(config["clip"]))
-        load_state_dict_strict(model, tensors, what=f"CLIP from {path.name}")
+        # files written before the q/k/v projections were stacked into one `qkv_proj` hold three; stack them
+        load_state_dict_strict(model, stack_qkv(tensors), what=f"CLIP from {path.name}")
         return model.to(device).eval()
 
     # ---- Hugging Face checkpoints ------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ Attention is computed in exactly one place in the whole package — `attend`, th
 `F.scaled_dot_product_attention` (a fused kernel: PyTorch's memory-efficient one on a GPU, see `attend`; a fused
 C++ path on the CPU). Even the attention *maps* we draw come from that same call (see `Attention.attention_weights`).
 
-Parameter names mirror Hugging Face's CLIP (`self_attn.q_proj`, `mlp.fc1`, `layer_norm1`, ...) so loading real
-CLIP weights is a rename, not a rewrite (see `vit.convert_hf_state_dict` and `text.convert_hf_state_dict`).
+Parameter names mirror Hugging Face's CLIP (`self_attn.out_proj`, `mlp.fc1`, `layer_norm1`, ...) so loading real
+CLIP weights is a rename, not a rewrite — plus one stack: HF's `q_proj`, `k_proj`, `v_proj` become the rows of our
+one `qkv_proj` (see `stack_qkv`, `vit.convert_hf_state_dict` and `text.convert_hf_state_dict`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,35 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = Fal
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
 
 
+def stacked_linear(layers: list[nn.Linear]) -> nn.Linear:
+    """One nn.Linear that computes all of `layers` at once: their weights (and biases) stacked row-wise, so its
+    output is the layers' outputs side by side. `layers` must share their input size and dtype and all have a bias
+    (the new layer is made on the "meta" device, which draws no random numbers, then filled with theirs)."""
+    first = layers[0]
+    out = nn.Linear(first.in_features, sum(layer.out_features for layer in layers), device="meta",
+                    dtype=first.weight.dtype).to_empty(device=first.weight.device)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([layer.weight for layer in layers]))
+        out.bias.copy_(torch.cat([layer.bias for layer in layers]))
+    return out
+
+
+def stack_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face's three attention projections -> our one: for every ``X.q_proj.weight`` with its ``k_proj`` and
+    ``v_proj`` siblings (and the same for ``.bias``), ``X.qkv_proj.*`` = the three stacked in q, k, v order. Keys
+    already in our layout pass through; an incomplete triple is left as it is, so strict loading names what is
+    missing instead of this function guessing."""
+    out = dict(state_dict)
+    for key in state_dict:
+        head, sep, tail = key.rpartition("q_proj.")
+        if not sep or tail not in ("weight", "bias"):
+            continue
+        parts = [f"{head}{name}_proj.{tail}" for name in "qkv"]
+        if all(p in state_dict for p in parts):
+            out[f"{head}qkv_proj.{tail}"] = torch.cat([out.pop(p) for p in parts])
+    return out
+
+
 class Attention(nn.Module):
     """Multi-head self-attention (다중 헤드 셀프 어텐션).
 
@@ -88,31 +118,28 @@ class Attention(nn.Module):
         if width % heads != 0:
             raise ValueError(f"width={width} is not divisible by heads={heads}")
         self.width, self.heads, self.head_dim = width, heads, width // heads
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
+        # q, k and v are three linear maps of the same x, so their weights live stacked in ONE (3D, D) matrix
+        # [W_q; W_k; W_v] (open_clip's `in_proj`, nanoGPT's `c_attn`): one matmul makes all three, and autograd and
+        # the optimizer handle one tensor instead of three. Hugging Face stores three `q_proj`/`k_proj`/`v_proj`
+        # Linears; loading stacks them (`stack_qkv`). Each block starts as its own nn.Linear(D, D) would.
+        self.qkv_proj = stacked_linear([nn.Linear(width, width) for _ in "qkv"])
         self.out_proj = nn.Linear(width, width)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, D) -> (B, H, T, D/H): every head becomes a batch entry for the attention kernel.
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, T, D) -> q, k, v, each (B, H, T, D/H): every head becomes a batch entry for the attention kernel."""
         B, T, _ = x.shape
-        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        qkv = self.qkv_proj(x).view(B, T, 3, self.heads, self.head_dim)                  # (B, T, 3, H, D/H)
+        # Split along the "3" axis first, then move the heads forward: views, no copy. (In this order the backward
+        # stacks dq, dk, dv straight into the Linear's (B, T, 3D) layout: one copy, not a stack plus a re-layout.)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        return q, k, v
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D). `causal=True` lets token t attend only to tokens <= t (text tower)."""
-        B, T, D = x.shape
-        # q, k and v are three linear maps of the same x: stacking their weights makes them ONE matmul
-        # (x @ [Wq; Wk; Wv]ᵀ), which keeps the GPU busier and launches a third of the kernels — forward and
-        # backward. The parameters stay three separate Linears, named as in HF, so checkpoints load unchanged.
-        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])   # (3D, D)
-        b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])         # (3D,)
-        qkv = F.linear(x, w, b).view(B, T, 3, self.heads, self.head_dim)               # (B, T, 3, H, D/H)
-        # Split along the "3" axis first, then move the heads forward: views, no copy. (In this order the backward
-        # stacks dq, dk, dv straight into the Linear's (B, T, 3D) layout: one copy, not a stack plus a re-layout.)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))                          # 3 × (B, H, T, D/H)
+        q, k, v = self.qkv(x)
         # softmax(q kᵀ / sqrt(d_head)) v, per head — the one attention call in this package (`attend`).
         out = attend(q, k, v, causal)
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, D))
+        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
 
     @torch.no_grad()
     def attention_weights(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -122,7 +149,7 @@ class Attention(nn.Module):
         maps come from the very same `attend` call the model uses, not from a second copy.
         """
         B, T, _ = x.shape
-        q, k = self._split(self.q_proj(x)), self._split(self.k_proj(x))
+        q, k, _ = self.qkv(x)
         eye = torch.eye(T, dtype=q.dtype, device=q.device).expand(B, self.heads, T, T)
         return attend(q, k, eye, causal, scale=1 / math.sqrt(self.head_dim))
 
@@ -228,7 +255,8 @@ def rename_hf_tower(state_dict: dict, prefix: str, renames: dict[str, str],
     """A HF CLIP tower's state dict (vision or text) -> our parameter names.
 
     `prefix` ("vision_model." / "text_model.") is stripped when every key carries it; ``encoder.layers.i.*`` becomes
-    ``transformer.blocks.i.*`` (the blocks' own names already match HF's); other keys go through `renames`, and
+    ``transformer.blocks.i.*`` (the blocks' own names match HF's, except that each block's q/k/v projections are
+    stacked into one `qkv_proj`: `stack_qkv`); other keys go through `renames`, and
     `convert` maps a HF key to a function applied to its tensor (the vision tower's conv patch weight). The
     ``embeddings.position_ids`` buffer old checkpoints stored is checked to be 0..N-1 and dropped. Unknown keys keep
     their names, so strict loading reports them as unexpected instead of silently dropping them.
@@ -248,4 +276,4 @@ def rename_hf_tower(state_dict: dict, prefix: str, renames: dict[str, str],
             out["transformer.blocks." + k[len("encoder.layers."):]] = v
         else:
             out[renames.get(k, k)] = v
-    return out
+    return stack_qkv(out)

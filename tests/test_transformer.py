@@ -6,6 +6,7 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from minimal.transformer import (
     GPU_ATTENTION_BACKENDS,
@@ -16,6 +17,7 @@ from minimal.transformer import (
     attend,
     get_activation,
     quick_gelu,
+    stack_qkv,
 )
 
 
@@ -23,7 +25,9 @@ def _textbook_attention(attn: Attention, x: torch.Tensor, causal: bool) -> torch
     """softmax(q kᵀ / sqrt(d)) v written out by hand — only here, to check the one real implementation."""
     B, T, D = x.shape
     H, d = attn.heads, attn.head_dim
-    q, k, v = (p(x).view(B, T, H, d).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    w_q, w_k, w_v = attn.qkv_proj.weight.chunk(3)   # the stacked matrix's three blocks of rows
+    b_q, b_k, b_v = attn.qkv_proj.bias.chunk(3)
+    q, k, v = ((x @ w.T + b).view(B, T, H, d).transpose(1, 2) for w, b in ((w_q, b_q), (w_k, b_k), (w_v, b_v)))
     scores = q @ k.transpose(-1, -2) / math.sqrt(d)
     if causal:
         scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
@@ -114,3 +118,27 @@ def test_layer_norm_keeps_the_input_dtype():
         y = ours(x.bfloat16())
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, plain(x.bfloat16().float()).bfloat16())
+
+
+def test_stacked_projections_start_as_three_linears():
+    """The one (3D, D) qkv matrix holds, block by block, what three nn.Linear(D, D) made in q, k, v order would
+    hold — the same random draws — and the layers built after it get the same numbers as before."""
+    torch.manual_seed(0)
+    attn = Attention(width=16, heads=2)
+    torch.manual_seed(0)
+    q, k, v, out = (nn.Linear(16, 16) for _ in range(4))
+    assert torch.equal(attn.qkv_proj.weight, torch.cat([q.weight, k.weight, v.weight]))
+    assert torch.equal(attn.qkv_proj.bias, torch.cat([q.bias, k.bias, v.bias]))
+    assert torch.equal(attn.out_proj.weight, out.weight)
+
+
+def test_stack_qkv_makes_hugging_face_projections_ours():
+    sd = {f"blocks.0.self_attn.{n}_proj.{t}": torch.full((4, 4) if t == "weight" else (4,), float(i))
+          for i, n in enumerate("qkvo") for t in ("weight", "bias")}
+    out = stack_qkv(sd)
+    assert sorted(out) == ["blocks.0.self_attn.o_proj.bias", "blocks.0.self_attn.o_proj.weight",
+                           "blocks.0.self_attn.qkv_proj.bias", "blocks.0.self_attn.qkv_proj.weight"]
+    assert out["blocks.0.self_attn.qkv_proj.weight"][:, 0].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    assert stack_qkv(out) == out                                           # our own layout passes through
+    del sd["blocks.0.self_attn.v_proj.bias"]                               # an incomplete triple: left for the
+    assert "blocks.0.self_attn.q_proj.bias" in stack_qkv(sd)               # strict loader to name
