@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls of 2026-12-02 (speed: does an SDPA backend with less host work per call than cuDNN's pay in the
-# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager|final|qkvp|qkvp2` on the GPU machine, from the
+# host-bound settings?): `bash benchmarks/gpu_calls_2026-12-02.sh compiled|eager|final|qkvp|qkvp2|shipped` on the GPU machine, from the
 # repository root, open_clip's wheels in .whl/ (see benchmarks/NOTES_speed.md). Results go to $OUT.
 set -u
 cd "$(dirname "$0")"
@@ -56,6 +56,11 @@ qkvp2)     # the fused qkv parameter once more, as a user runs it and with the h
     --variants ours_qkvp --repeats 9 --iters 8 --profile "$OUT/prof" \
     --profile-models compiled:ours,compiled:ours_qkvp,compiled:open_clip \
     --out "$OUT/compiled.json" > /dev/null 2> "$OUT/compiled.log"
+  ;;
+shipped)   # after shipping the stacked q/k/v parameter: the shipped model beside HF and open_clip, eager + graphed (the
+           # device time left held no compiled process), with `ours_prev_qkv` (the model before it) beside them
+  timeout 175 python3 speed_variants.py --config b32 --modes eager,graphed --models ours,hf,open_clip \
+    --variants ours_prev_qkv --repeats 7 --iters 8 --out "$OUT/eager_graphed.json" > /dev/null 2> "$OUT/eager_graphed.log"
   ;;
 esac
 grep -h "^## \|FAILED\|Error\|# profile" "$OUT"/*.log 2>/dev/null | cut -c1-400 | tail -60
