@@ -81,7 +81,12 @@ def stacked_linear(layers: list[nn.Linear]) -> nn.Linear:
     """One nn.Linear that computes all of `layers` at once: their weights (and biases) stacked row-wise, so its
     output is the layers' outputs side by side. `layers` must share their input size and dtype and all have a bias
     (the new layer is made on the "meta" device, which draws no random numbers, then filled with theirs)."""
+    if not layers or not all(isinstance(layer, nn.Linear) and layer.bias is not None for layer in layers):
+        raise ValueError(f"layers must be a non-empty list of nn.Linear with biases, got {layers!r}")
     first = layers[0]
+    kinds = [(layer.in_features, layer.weight.dtype, layer.weight.device) for layer in layers]
+    if len(set(kinds)) > 1:
+        raise ValueError(f"layers must share their input size, dtype and device, got {kinds}")
     out = nn.Linear(first.in_features, sum(layer.out_features for layer in layers), device="meta",
                     dtype=first.weight.dtype).to_empty(device=first.weight.device)
     with torch.no_grad():

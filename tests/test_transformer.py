@@ -18,6 +18,7 @@ from minimal.transformer import (
     get_activation,
     quick_gelu,
     stack_qkv,
+    stacked_linear,
 )
 
 
@@ -142,3 +143,10 @@ def test_stack_qkv_makes_hugging_face_projections_ours():
     assert stack_qkv(out) == out                                           # our own layout passes through
     del sd["blocks.0.self_attn.v_proj.bias"]                               # an incomplete triple: left for the
     assert "blocks.0.self_attn.q_proj.bias" in stack_qkv(sd)               # strict loader to name
+
+
+@pytest.mark.parametrize("layers", [[], [nn.Linear(4, 4), nn.Linear(3, 4)], [nn.Linear(4, 4, bias=False)],
+                                    [nn.Linear(4, 4), nn.Linear(4, 4).double()]])
+def test_stacked_linear_refuses_layers_it_cannot_stack(layers):
+    with pytest.raises(ValueError, match="layers must"):
+        stacked_linear(layers)
